@@ -1,0 +1,2 @@
+"""slimformer."""
+__version__ = "0.1.0"

