@@ -14,7 +14,7 @@ from slimformer.models import HeadKind, SlimModel
 SHARED_DATA = Path(os.environ.get("SLIMFORMER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 _WORDS = (
-    "the a an is was be this that it movie film good bad great terrible boring fun and or not no very "
+    "the an is was be this that it movie film good bad great terrible boring fun and or not no very "
     "of to in on for with by at from as who what when where why how which answer question paris france "
     "capital city river year people one two three four five"
 ).split()
@@ -36,7 +36,7 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
     d = tmp_path_factory.mktemp("tok")
     (d / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True)
+    return BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True)
 
 
 def tiny_config(model_type: str = "bert", **overrides):

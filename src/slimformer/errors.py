@@ -7,7 +7,7 @@ was expected. The CLI prints it as ``error: <message>`` and exits with status 2,
 
 from __future__ import annotations
 
-__all__ = ["SlimformerError", "DataError", "ConfigError", "ModelLoadError"]
+__all__ = ["SlimformerError", "DataError", "ConfigError", "ModelLoadError", "ExportError"]
 
 
 class SlimformerError(Exception):
@@ -28,3 +28,7 @@ class ConfigError(SlimformerError, ValueError):
 
 class ModelLoadError(SlimformerError, OSError):
     """A checkpoint folder is missing, has no (safe) weights, or does not match the expected model."""
+
+
+class ExportError(SlimformerError, RuntimeError):
+    """An exported (ONNX) model does not reproduce the PyTorch model, or has unexpected inputs/outputs."""

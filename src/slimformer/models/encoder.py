@@ -101,7 +101,10 @@ class EncoderOutput:
 
 
 def extended_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Turn a 0/1 key mask ``(B, n)`` into an additive mask ``(B, 1, 1, n)``: 0 where kept, ``finfo.min`` where masked."""
+    """Turn a 0/1 key mask ``(B, n)`` into an additive mask ``(B, 1, 1, n)``.
+
+    The mask holds 0 where a key is kept and ``finfo.min`` where it is masked.
+    """
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
@@ -111,7 +114,9 @@ def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, expand)
 
 
-def _self_attention(attn: nn.Module, x: Tensor, add_mask: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+def _self_attention(
+    attn: nn.Module, x: Tensor, add_mask: Tensor, num_heads: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention scores with the HF ``*SelfAttention`` module's Q/K/V projections.
 
     Args:
@@ -141,7 +146,9 @@ def encoder_forward(
     capture: Capture | None = None,
     restore: bool = False,
 ) -> EncoderOutput:
-    """Run a Hugging Face BERT-family base model (``BertModel``/``RobertaModel``/``XLMRobertaModel``) layer by layer.
+    """Run a Hugging Face BERT-family base model layer by layer with the project's own loop.
+
+    ``base`` is a ``BertModel``, ``RobertaModel`` or ``XLMRobertaModel``.
 
     With ``keep=None`` and no capture the result equals the Hugging Face forward's
     ``last_hidden_state`` (tested to 1e-5 on the real MiniLM).
@@ -155,8 +162,8 @@ def encoder_forward(
             a list of ``L`` entries (``None`` or a ``(B, k)`` long tensor of indices into the rows entering
             that layer; ``k`` may differ per layer, must be ≥ 1), or a :data:`TokenSelector`.
         capture: which internals to return (see :class:`Capture`).
-        restore: Drop-and-Restore (Kim & Cho 2021, §3): return a full-length ``(B, N, D)`` buffer in which each
-            dropped token holds the hidden state of the last layer that processed it.
+        restore: Drop-and-Restore (Kim & Cho 2021, §3): return a full-length ``(B, N, D)`` buffer in which
+            each dropped token holds the hidden state of the last layer that processed it.
 
     Returns:
         :class:`EncoderOutput`.
@@ -233,9 +240,12 @@ def encoder_forward(
 def _check_keep(idx: Tensor, bsz: int, n_in: int, layer: int) -> None:
     if idx.dtype != torch.long or idx.dim() != 2 or idx.shape[0] != bsz:
         raise ValueError(
-            f"keep[{layer}] must be a (batch={bsz}, k) long tensor; got dtype {idx.dtype}, shape {tuple(idx.shape)}"
+            f"keep[{layer}] must be a (batch={bsz}, k) long tensor; "
+            f"got dtype {idx.dtype}, shape {tuple(idx.shape)}"
         )
     if idx.shape[1] < 1 or idx.shape[1] > n_in:
-        raise ValueError(f"keep[{layer}] keeps {idx.shape[1]} rows; expected 1..{n_in} (rows entering layer {layer})")
+        raise ValueError(
+            f"keep[{layer}] keeps {idx.shape[1]} rows; expected 1..{n_in} (rows entering layer {layer})"
+        )
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_in):
         raise ValueError(f"keep[{layer}] has indices outside 0..{n_in - 1}")

@@ -35,6 +35,9 @@ __all__ = [
 
 META_FILE = "slimformer.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Vocabulary files of the BERT / RoBERTa / XLM-R tokenizers. Without one, transformers silently builds a
+# tokenizer that knows only the special tokens (every word becomes [UNK]).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 
 
 def _minilm_l6_path() -> str:
@@ -79,13 +82,22 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> ModelMeta:
-        """Build from a parsed ``slimformer.json``; raises :class:`ModelLoadError` naming ``source`` and the key."""
+        """Build from a parsed ``slimformer.json``.
+
+        Raises:
+            ModelLoadError: not an object, unknown or missing key, unknown head; names ``source`` and the key.
+        """
+        if not isinstance(d, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ModelLoadError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
         if "head" not in d:
             raise ModelLoadError(f"{source}: missing key 'head'")
+        heads = [h.value for h in HeadKind]
+        if d["head"] not in heads:
+            raise ModelLoadError(f"{source}: head {d['head']!r} is not one of {heads}")
         return cls(**d)
 
 
@@ -145,9 +157,11 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     if path.is_dir():
         check_checkpoint_dir(path)
         return str(path)
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelLoadError(f"{name}: not a checkpoint folder (aliases: {sorted(MODEL_ALIASES)})")
-    return name  # a hub id
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelLoadError(
+            f"{name}: not a model alias {sorted(MODEL_ALIASES)}, a checkpoint folder, or a hub id of the form org/name"
+        )
+    return name  # a hub id (org/name); loading it needs network access
 
 
 _AUTO_CLASS = {
@@ -159,6 +173,7 @@ _AUTO_CLASS = {
 
 def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
     import transformers
+    from safetensors import SafetensorError
 
     cls = getattr(transformers, _AUTO_CLASS[head])
     local = Path(path).is_dir()
@@ -166,7 +181,7 @@ def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
         return cls.from_pretrained(
             path, use_safetensors=True, trust_remote_code=False, local_files_only=local, **kwargs
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         where = "folder" if local else "Hub id (network needed; offline use a local folder or an alias)"
         raise ModelLoadError(f"{path}: cannot load as {_AUTO_CLASS[head]} from this {where}: {e}") from e
 
@@ -190,7 +205,8 @@ def load_pretrained(
         ``(SlimModel, tokenizer)``; the tokenizer is the fast tokenizer of the checkpoint.
 
     Raises:
-        ModelLoadError: see :func:`resolve_model_path`; the architecture is not BERT/RoBERTa/XLM-R.
+        ModelLoadError: see :func:`resolve_model_path`; the architecture is not BERT/RoBERTa/XLM-R; the
+            weights or the tokenizer files are missing or unreadable.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -203,7 +219,8 @@ def load_pretrained(
         raise ModelLoadError(f"{path}: cannot read config.json: {e}") from e
     if config.model_type not in SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(
-            f"{path}: model_type {config.model_type!r} is not supported; expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+            f"{path}: model_type {config.model_type!r} is not supported; "
+            f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
         )
     kwargs: dict[str, Any] = {}
     if head is HeadKind.CLASSIFICATION and num_labels is not None:
@@ -211,9 +228,21 @@ def load_pretrained(
         if labels is not None:
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
-    hf = _from_pretrained(path, head, **kwargs)
+    if local and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    if kwargs:  # a new task head is expected to be missing from the checkpoint: skip the load report
+        hf_logging.set_verbosity_error()
     try:
-        tok = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
+        hf = _from_pretrained(path, head, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path, use_fast=True, local_files_only=local, trust_remote_code=False
+        )
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
     return SlimModel(hf, head), tok
@@ -223,7 +252,8 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Load a model saved by :func:`save_model` (reads ``slimformer.json`` for its head and metadata).
 
     Raises:
-        ModelLoadError: the folder is missing, has no weights / pickle-only weights, or no valid ``slimformer.json``.
+        ModelLoadError: the folder is missing, has no weights / pickle-only weights, or no valid
+            ``slimformer.json``.
     """
     p = Path(path)
     if not p.is_dir():
@@ -231,7 +261,9 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     check_checkpoint_dir(p)
     meta_path = p / META_FILE
     if not meta_path.is_file():
-        raise ModelLoadError(f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)")
+        raise ModelLoadError(
+            f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)"
+        )
     try:
         raw = read_json(meta_path)
     except (OSError, ValueError) as e:

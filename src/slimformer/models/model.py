@@ -45,7 +45,8 @@ class TaskOutput(ModelOutput):
             mean of start and end CE for QA, as in Hugging Face).
         logits: ``(B, num_labels)`` for classification.
         start_logits, end_logits: ``(B, N)`` for QA (full length: Drop-and-Restore when tokens are dropped).
-        encoder: the :class:`EncoderOutput` (only when internals were captured or tokens dropped).
+        encoder: the :class:`EncoderOutput` (when internals were captured, tokens dropped, or the head is
+            ``none``: then ``encoder.last_hidden_state`` is the output).
     """
 
     loss: Tensor | None = None
@@ -72,11 +73,13 @@ class SlimModel(nn.Module):
         model_type = hf_model.config.model_type
         if model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(
-                f"model_type {model_type!r} is not supported; expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+                f"model_type {model_type!r} is not supported; "
+                f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
             )
         self.hf = hf_model
         self.head = HeadKind(head)
         self._arch = SUPPORTED_ARCHITECTURES[model_type]
+        self.train(hf_model.training)  # mirror the wrapped model's mode (from_pretrained returns it in eval)
 
     @property
     def config(self):  # noqa: ANN201 - transformers PretrainedConfig
@@ -127,7 +130,9 @@ class SlimModel(nn.Module):
         enc = encoder_forward(
             self.base, input_ids, attention_mask, token_type_ids, keep=keep, capture=capture, restore=restore
         )
-        out = TaskOutput(encoder=enc if (capture is not None or keep is not None) else None)
+        # A bare encoder (HeadKind.NONE) has nothing but the encoder output to return.
+        wants_encoder = capture is not None or keep is not None or self.head is HeadKind.NONE
+        out = TaskOutput(encoder=enc if wants_encoder else None)
         seq = enc.last_hidden_state  # (B, n, D)
         if self.head is HeadKind.CLASSIFICATION:
             out.logits = self._classify(seq)
@@ -161,7 +166,9 @@ def _span_loss(start: Tensor, end: Tensor, start_pos: Tensor, end_pos: Tensor) -
     n = start.shape[1]
     start_pos = start_pos.view(-1).clamp(0, n)
     end_pos = end_pos.view(-1).clamp(0, n)
-    return (F.cross_entropy(start, start_pos, ignore_index=n) + F.cross_entropy(end, end_pos, ignore_index=n)) / 2
+    start_loss = F.cross_entropy(start, start_pos, ignore_index=n)
+    end_loss = F.cross_entropy(end, end_pos, ignore_index=n)
+    return (start_loss + end_loss) / 2
 
 
 def count_parameters(model: nn.Module) -> int:

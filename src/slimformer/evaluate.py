@@ -1,0 +1,98 @@
+"""Run a model over a task's evaluation set and score it with the official metric.
+
+The same loop drives a PyTorch :class:`~slimformer.models.SlimModel` and an ONNX Runtime session
+(:class:`slimformer.export.ort.OrtModel`), so int8 accuracy is measured on the deployed artefact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from slimformer.train.data import MODEL_INPUTS, TaskData, compute_task_metrics
+
+__all__ = ["Predictor", "pad_batch", "torch_predictor", "predict", "evaluate_predictor"]
+
+#: A callable mapping a padded numpy batch ``{input_ids: (B, N), attention_mask: (B, N), ...}`` to
+#: numpy outputs (``logits`` ``(B, C)`` or ``start_logits``/``end_logits`` ``(B, N)``).
+Predictor = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+_PAD_VALUE = -1e9  # logits of positions past a feature's length (never chosen by span post-processing)
+
+
+def pad_batch(features: Sequence[Mapping[str, Any]], pad_token_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
+    """Pad the model inputs of ``features`` to the longest (or ``length``) with int64 numpy arrays ``(B, N)``."""
+    n = length or max(len(f["input_ids"]) for f in features)
+    out: dict[str, np.ndarray] = {}
+    for key in MODEL_INPUTS:
+        if key not in features[0]:
+            continue
+        fill = pad_token_id if key == "input_ids" else 0
+        arr = np.full((len(features), n), fill, dtype=np.int64)
+        for i, f in enumerate(features):
+            seq = f[key][:n]
+            arr[i, : len(seq)] = seq
+        out[key] = arr
+    return out
+
+
+def torch_predictor(model: torch.nn.Module) -> Predictor:
+    """Wrap a :class:`SlimModel` as a :data:`Predictor` (eval mode, ``torch.inference_mode``)."""
+    model.eval()
+
+    def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        names = ("logits",) if out.logits is not None else ("start_logits", "end_logits")
+        return {k: getattr(out, k).float().numpy() for k in names}
+
+    return run
+
+
+def predict(
+    predictor: Predictor,
+    features: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run ``predictor`` over ``features`` in length-sorted, dynamically padded batches.
+
+    Returns:
+        ``{output name: array}`` in the order of ``features``: ``(n, C)`` for logits; ``(n, N_max)`` for
+        span logits, padded with -1e9 past each feature's length.
+    """
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    chunks: dict[str, list[tuple[list[int], np.ndarray]]] = {}
+    for start in tqdm(range(0, len(order), batch_size), desc="evaluate", disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        batch = pad_batch([features[i] for i in idx], pad_token_id)
+        for name, value in predictor(batch).items():
+            chunks.setdefault(name, []).append((idx, np.asarray(value)))
+    result: dict[str, np.ndarray] = {}
+    for name, parts in chunks.items():
+        first = parts[0][1]
+        if first.ndim == 2 and name != "logits":  # per-token outputs: pad to the longest batch
+            width = max(p.shape[1] for _, p in parts)
+            arr = np.full((len(features), width), _PAD_VALUE, dtype=np.float32)
+            for idx, p in parts:
+                arr[idx, : p.shape[1]] = p
+        else:
+            arr = np.zeros((len(features), *first.shape[1:]), dtype=np.float32)
+            for idx, p in parts:
+                arr[idx] = p
+        result[name] = arr
+    return result
+
+
+def evaluate_predictor(
+    predictor: Predictor, data: TaskData, *, batch_size: int = 64, pad_token_id: int = 0, progress: bool = True
+) -> dict[str, float]:
+    """Predict ``data`` with ``predictor`` and return the task's official metrics (see ``compute_task_metrics``)."""
+    outputs = predict(predictor, data.features, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
+    return compute_task_metrics(data, outputs)

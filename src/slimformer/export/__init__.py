@@ -1,0 +1,24 @@
+"""Export: ONNX export with a parity check, ONNX Runtime int8 quantization, and the deployed session wrapper.
+
+Importing this package does not import ``onnx`` or ``onnxruntime``; they are imported when a function needs
+them (``pip install 'slimformer[onnx]'``).
+"""
+
+from slimformer.errors import ExportError
+from slimformer.export.onnx import ExportWrapper, export_mode, export_onnx, validate_outputs
+from slimformer.export.ort import OrtModel, require_onnxruntime
+from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec, uses_token_type_ids
+
+__all__ = [
+    "ExportError",
+    "ExportWrapper",
+    "export_mode",
+    "export_onnx",
+    "validate_outputs",
+    "OrtModel",
+    "require_onnxruntime",
+    "DummyInputGenerator",
+    "OnnxSpec",
+    "onnx_spec",
+    "uses_token_type_ids",
+]

@@ -1,0 +1,143 @@
+"""``OrtModel``: an ONNX Runtime CPU session over an exported model, the artefact that is deployed.
+
+Evaluation and benchmarks run through this wrapper, so int8 accuracy and speed are measured on the very
+file that ships. ``onnxruntime`` is imported when a session is built, never at ``import slimformer``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["OrtModel", "require_onnxruntime", "GraphOptLevel"]
+
+GraphOptLevel = Literal["disable", "basic", "extended", "all"]
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def require_onnxruntime() -> Any:
+    """Import and return ``onnxruntime``.
+
+    Raises:
+        ImportError: it is not installed; the message says how to install it.
+    """
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError("ONNX Runtime is needed for this: pip install 'slimformer[onnx]'") from e
+    return onnxruntime
+
+
+class OrtModel:
+    """An ONNX Runtime ``InferenceSession`` (CPU) with pinned thread counts.
+
+    Args:
+        path: the ``.onnx`` file.
+        intra_op_num_threads: threads inside an operator; defaults to the number of physical cores.
+        inter_op_num_threads: threads across operators (1: operators run one after another).
+        graph_optimization_level: ONNX Runtime's graph optimizations at load time.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ImportError: onnxruntime is not installed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        intra_op_num_threads: int | None = None,
+        inter_op_num_threads: int = 1,
+        graph_optimization_level: GraphOptLevel = "all",
+    ) -> None:
+        from slimformer.bench.machine import physical_cores  # here: slimformer.bench imports this module
+
+        ort = require_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        if graph_optimization_level not in _OPT_LEVELS:
+            raise ValueError(
+                f"graph_optimization_level {graph_optimization_level!r}; expected one of {list(_OPT_LEVELS)}"
+            )
+        self.intra_op_num_threads = intra_op_num_threads or physical_cores()
+        self.inter_op_num_threads = inter_op_num_threads
+        self.graph_optimization_level = graph_optimization_level
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_op_num_threads
+        so.inter_op_num_threads = inter_op_num_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization_level]
+        )
+        self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        self.input_names: tuple[str, ...] = tuple(i.name for i in self.session.get_inputs())
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
+
+    @property
+    def file_size_mb(self) -> float:
+        """Size of the ONNX file in MB (10^6 bytes)."""
+        return self.path.stat().st_size / 1e6
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props`` (slimformer writes head, opset, int8 config ... there)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def settings(self) -> dict[str, Any]:
+        """Thread counts and optimization level, for results files."""
+        return {
+            "intra_op_num_threads": self.intra_op_num_threads,
+            "inter_op_num_threads": self.inter_op_num_threads,
+            "graph_optimization_level": self.graph_optimization_level,
+        }
+
+    def feeds(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The session inputs for ``batch``: only the names the graph declares, as contiguous int64 arrays.
+
+        Extra keys (``labels``, ``token_type_ids`` for a RoBERTa graph, ...) are dropped. A missing
+        ``token_type_ids`` is filled with zeros (segment 0, what the model uses when it is not given).
+
+        Raises:
+            KeyError: another input the graph declares is missing from ``batch``.
+        """
+        out = {name: _as_int64(batch[name]) for name in self.input_names if name in batch}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in out and "input_ids" in batch:
+            out["token_type_ids"] = np.zeros_like(_as_int64(batch["input_ids"]))
+        missing = [name for name in self.input_names if name not in out]
+        if missing:
+            raise KeyError(
+                f"batch has no {missing}; the graph {self.path.name} needs {list(self.input_names)}"
+            )
+        return {name: out[name] for name in self.input_names}
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            batch: ``{name: (batch, seq_len) array or tensor}``; see :meth:`feeds`.
+
+        Returns:
+            ``{output name: array}``, e.g. ``logits`` ``(batch, num_labels)`` float32.
+        """
+        results = self.session.run(list(self.output_names), self.feeds(batch))
+        return dict(zip(self.output_names, results))
+
+    def __repr__(self) -> str:
+        return f"OrtModel({str(self.path)!r}, threads={self.intra_op_num_threads}, inputs={self.input_names})"
+
+
+def _as_int64(value: Any) -> np.ndarray:
+    """A contiguous int64 array from an array, a list or a (CPU or GPU) torch tensor."""
+    if hasattr(value, "detach"):  # torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value, dtype=np.int64)

@@ -1,0 +1,258 @@
+"""Recipes: an ordered list of stages, loaded from YAML into typed configs and run into one run folder.
+
+A recipe file::
+
+    name: quickstart-sst2
+    task: sst2
+    model: minilm-l6
+    data: glue_data/SST-2          # relative to the data root (--data-root / $SLIMFORMER_DATA)
+    seed: 42
+    stages:
+      - finetune: {epochs: 1, max_train_examples: 8000}
+      - evaluate: {}
+      - export: {}
+      - quantize: {mode: dynamic}
+      - benchmark: {batch_sizes: [1, 32]}
+
+Every stage name maps to a config class and a handler through :func:`register_stage` (no if/elif over
+names). Unknown stages, unknown keys and bad values are :class:`~slimformer.errors.ConfigError` naming the
+file and the key path. A run writes ``recipe.resolved.yaml`` and ``state.json`` into the run folder and,
+when started again, skips the stages already done with the same config (resume at the stage it stopped in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slimformer.config import StageConfig
+from slimformer.errors import ConfigError
+from slimformer.io import atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["Recipe", "RunContext", "StageSpec", "register_stage", "STAGES", "load_recipe", "run_recipe"]
+
+StageHandler = Callable[["RunContext", Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A registered stage: its config class, its handler, and which recipe-level keys it inherits."""
+
+    name: str
+    config_cls: type[StageConfig]
+    handler: StageHandler
+    inherits: tuple[str, ...] = ()
+
+
+#: Stage registry: name -> :class:`StageSpec`. Filled by :func:`register_stage` in ``slimformer.stages``.
+STAGES: dict[str, StageSpec] = {}
+
+
+def register_stage(
+    name: str, config_cls: type[StageConfig], *, inherits: tuple[str, ...] = ()
+) -> Callable[[StageHandler], StageHandler]:
+    """Decorator registering ``handler(ctx, config) -> outputs`` as the stage ``name``.
+
+    Args:
+        inherits: recipe-level keys (``model``, ``task``, ``data``, ``seed``) copied into the stage config
+            when the stage does not set them.
+    """
+
+    def deco(fn: StageHandler) -> StageHandler:
+        STAGES[name] = StageSpec(name, config_cls, fn, inherits)
+        return fn
+
+    return deco
+
+
+class Recipe(BaseModel):
+    """A validated recipe. ``stages`` holds ``(stage name, validated config)`` pairs in order."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    task: str
+    model: str = "minilm-l6"
+    data: str
+    seed: int = 42
+    run_dir: str | None = None
+    description: str | None = None
+    stages: list[tuple[str, StageConfig]] = Field(default_factory=list)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved recipe (every default filled in) as plain data."""
+        head = self.model_dump(exclude={"stages"}, exclude_none=True)
+        head["stages"] = [{name: cfg.model_dump(mode="json")} for name, cfg in self.stages]
+        return head
+
+
+def _format_validation(prefix: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    sep = "" if prefix.endswith(": ") else "."
+    return f"{prefix}{sep + loc if loc else ''}: {msg} (got {first.get('input')!r})"
+
+
+def _ensure_stages_registered() -> None:
+    import slimformer.stages  # noqa: F401  (registers the built-in stages)
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
+    """Validate parsed YAML into a :class:`Recipe`.
+
+    Raises:
+        ConfigError: not a mapping, unknown stage, unknown key, bad value; the message names ``source`` and the key.
+    """
+    _ensure_stages_registered()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a recipe must be a mapping with name, task, data and stages")
+    raw = dict(raw)
+    stages_raw = raw.pop("stages", None)
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{source}: 'stages' must be a non-empty list of {{stage_name: {{...}}}} entries")
+    try:
+        recipe = Recipe(**raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(f"{source}: ", e).replace(": : ", ": ")) from None
+    top = {"model": recipe.model, "task": recipe.task, "data": recipe.data, "seed": recipe.seed}
+    for i, entry in enumerate(stages_raw):
+        where = f"{source}: stages[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{where}: expected a single-key mapping {{stage_name: {{options}}}}, got {entry!r}")
+        (name, kwargs), = entry.items()
+        if name not in STAGES:
+            raise ConfigError(f"{where}: unknown stage {name!r}; expected one of {sorted(STAGES)}")
+        kwargs = dict(kwargs or {})
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{where}.{name}: options must be a mapping")
+        spec = STAGES[name]
+        for key in spec.inherits:
+            kwargs.setdefault(key, top[key])
+        try:
+            cfg = spec.config_cls(**kwargs)
+        except ValidationError as e:
+            raise ConfigError(_format_validation(f"{where}.{name}", e)) from None
+        recipe.stages.append((name, cfg))
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (``yaml.safe_load``) and apply ``key=value`` overrides.
+
+    Overrides address top-level keys (``seed=1``) or stage options by index (``stages.0.finetune.epochs=2``);
+    values are parsed as YAML scalars.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, bad override, or any validation error of :func:`parse_recipe`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: recipe file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+    for ov in overrides or []:
+        _apply_override(raw, ov, str(p))
+    return parse_recipe(raw, str(p))
+
+
+def _apply_override(raw: Any, override: str, source: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value")
+    key, value = override.split("=", 1)
+    parts = key.split(".")
+    node = raw
+    try:
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        last = parts[-1]
+        parsed = yaml.safe_load(value)
+        if isinstance(node, list):
+            node[int(last)] = parsed
+        else:
+            node[last] = parsed
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        raise ConfigError(f"{source}: override {override!r} does not address a recipe key") from None
+
+
+@dataclass
+class RunContext:
+    """What a stage handler sees: the run folder, the recipe, the data root, and earlier stages' outputs."""
+
+    run_dir: Path
+    recipe: Recipe
+    data_root: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stage_dir(self, name: str) -> Path:
+        """The folder where stage ``name`` writes."""
+        return self.run_dir / name
+
+    def latest(self, key: str) -> Any:
+        """The most recent output ``key`` of any earlier stage (e.g. ``model_dir``, ``onnx_fp32``), or None."""
+        for out in reversed(list(self.outputs.values())):
+            if key in out:
+                return out[key]
+        return None
+
+
+def _config_hash(name: str, cfg: StageConfig) -> str:
+    payload = json.dumps([name, cfg.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    data_root: str | None = None,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunContext:
+    """Run every stage of ``recipe`` into the run folder, resuming after the last completed stage.
+
+    A stage is skipped when ``state.json`` records it as done with an identical config and every earlier
+    stage was skipped too; otherwise it runs, and the record of later stages is dropped (they rerun).
+    ``state.json`` is rewritten atomically after each stage, so an interruption loses at most the running stage.
+
+    Returns:
+        The :class:`RunContext` with every stage's outputs.
+    """
+    _ensure_stages_registered()
+    rd = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
+    rd.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rd / "recipe.resolved.yaml", yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False))
+    state_path = rd / "state.json"
+    done: list[dict[str, Any]] = []
+    if state_path.is_file() and not restart:
+        done = read_json(state_path).get("stages", [])
+    ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
+    resuming = True
+    for i, (name, cfg) in enumerate(recipe.stages):
+        key = f"{i}-{name}"
+        h = _config_hash(name, cfg)
+        prev = done[i] if i < len(done) else None
+        if resuming and prev and prev.get("name") == name and prev.get("hash") == h and prev.get("status") == "done":
+            ctx.outputs[key] = prev.get("outputs", {})
+            log(f"[{i + 1}/{len(recipe.stages)}] {name}: done earlier, skipped (resume)")
+            continue
+        resuming = False
+        done = done[:i]
+        log(f"[{i + 1}/{len(recipe.stages)}] {name}: running")
+        outputs = STAGES[name].handler(ctx, cfg)
+        ctx.outputs[key] = outputs
+        done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
+        atomic_write_json(state_path, {"recipe": recipe.name, "stages": done})
+    return ctx

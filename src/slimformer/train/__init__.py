@@ -1,0 +1,1 @@
+"""Training: fine-tuning with the Hugging Face Trainer, and task data preparation."""

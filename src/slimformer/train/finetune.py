@@ -1,0 +1,153 @@
+"""Fine-tune a pretrained encoder on a task with the Hugging Face Trainer (Accelerate underneath).
+
+The Trainer brings the optimizer (AdamW), the linear schedule with warm-up, gradient clipping,
+checkpoints every ``save_steps`` and resume; the same code runs on several GPUs / nodes when launched with
+``accelerate launch``. Evaluation with the official metric runs once at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimformer.config import FinetuneConfig, resolve_data_path
+from slimformer.evaluate import evaluate_predictor, torch_predictor
+from slimformer.io import atomic_write_json
+from slimformer.models import HeadKind, ModelMeta, load_pretrained, save_model
+from slimformer.tasks import get_task
+from slimformer.train.data import load_eval_set, load_train_features
+
+__all__ = ["FinetuneResult", "finetune", "checkpoint_dir"]
+
+
+@dataclass
+class FinetuneResult:
+    """Where the fine-tuned model went and how it scored."""
+
+    model_dir: Path
+    metrics: dict[str, float]
+    train_examples: int
+    train_features: int
+    steps: int
+
+
+def checkpoint_dir(out: Path) -> Path:
+    """The Trainer's checkpoint folder for a model written to ``out`` (kept beside it, not inside it)."""
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def _head_for(kind: str) -> HeadKind:
+    return HeadKind.QA if kind == "qa" else HeadKind.CLASSIFICATION
+
+
+def finetune(
+    config: FinetuneConfig, out: str | os.PathLike[str], *, data_root: str | None = None, resume: bool = False
+) -> FinetuneResult:
+    """Fine-tune ``config.model`` on ``config.task`` and save the model folder to ``out``.
+
+    Args:
+        config: the validated fine-tuning config.
+        out: the model folder to write (written atomically at the end; Trainer checkpoints go to
+            ``<out>.checkpoints`` and are removed after a successful save).
+        data_root: root for relative data paths (default ``$SLIMFORMER_DATA``).
+        resume: continue from the last checkpoint in ``<out>.checkpoints`` if there is one.
+
+    Returns:
+        :class:`FinetuneResult` with the dev metrics (official metric; fractions for GLUE, points for SQuAD).
+
+    Raises:
+        ConfigError, DataError, ModelLoadError: bad task / data / model (one-line messages).
+    """
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    out = Path(out)
+    spec = get_task(config.task)
+    data = resolve_data_path(config.data, data_root)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    labels = list(spec.labels) if spec.labels else None
+    num_labels = 1 if spec.kind == "regression" else (len(labels) if labels else None)
+    model, tok = load_pretrained(config.model, _head_for(spec.kind), num_labels=num_labels, labels=labels)
+    msl = config.max_seq_length or spec.max_seq_length
+    common = dict(max_seq_length=msl, squad_split=config.squad_split, doc_stride=config.doc_stride)
+    train = load_train_features(spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common)
+    dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
+
+    ckpt = checkpoint_dir(out)
+    args = TrainingArguments(
+        output_dir=str(ckpt),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(train.features),
+        data_collator=DataCollatorWithPadding(tok),
+        processing_class=tok,
+    )
+    last = _last_checkpoint(ckpt) if resume else None
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+    metrics = evaluate_predictor(torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
+    meta = ModelMeta(
+        head=model.head.value,
+        task=spec.name,
+        base_model=config.model,
+        applied=[{"stage": "finetune", **config.model_dump(mode="json"), "train_examples": len(train.examples)}],
+        seed=config.seed,
+        max_seq_length=msl,
+        labels=labels,
+    )
+    save_model(model, tok, out, meta)
+    atomic_write_json(
+        out / "eval_results.json",
+        {"task": spec.name, "split": dev.split, "examples": len(dev.examples), "metrics": metrics,
+         "train_loss": result.training_loss, "steps": result.global_step},
+    )
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step)
+
+
+def _last_checkpoint(ckpt: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(get_last_checkpoint(str(ckpt))) if ckpt.is_dir() and get_last_checkpoint(str(ckpt)) else None
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    """A list of feature dicts as a map-style dataset (only model inputs and labels are kept)."""
+
+    _KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
+
+    def __init__(self, features: list[dict[str, Any]]) -> None:
+        self.features = [{k: f[k] for k in self._KEYS if k in f} for f in features]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.features[i]
