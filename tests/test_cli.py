@@ -8,30 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_tiny_model
+from conftest import SST2_ROWS, write_sst2
 from slimformer.cli import main
-
-SST2_ROWS = ["the movie was good\t1", "a terrible film\t0", "very boring\t0", "great fun\t1"] * 4
-
-
-@pytest.fixture
-def tiny_model_dir(tmp_path: Path, tiny_tokenizer) -> Path:
-    """A tiny random BERT (HF folder: config, safetensors, tokenizer) used as --model."""
-    d = tmp_path / "tiny-bert"
-    model = make_tiny_model("none")
-    model.hf.save_pretrained(d)
-    tiny_tokenizer.save_pretrained(d)
-    return d
-
-
-def _sst2(root: Path, train_lines: list[str], dev_lines: list[str] | None = None) -> Path:
-    d = root / "SST-2"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(train_lines) + "\n", encoding="utf-8")
-    dev = dev_lines if dev_lines is not None else SST2_ROWS[:4]
-    (d / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(dev) + "\n", encoding="utf-8")
-    return d
-
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(list(argv))
@@ -49,12 +27,30 @@ def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
 
 
 def _finetune_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["finetune", "--model", str(model), "--task", "sst2", "--data", str(data), "--out", str(out),
-            "--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "--save-steps", "1", *extra]
+    return [
+        "finetune",
+        "--model",
+        str(model),
+        "--task",
+        "sst2",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--logging-steps",
+        "1",
+        "--save-steps",
+        "1",
+        *extra,
+    ]
 
 
 def test_finetune_evaluate_end_to_end(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    data = _sst2(tmp_path, SST2_ROWS)
+    data = write_sst2(tmp_path, SST2_ROWS)
     out = tmp_path / "run" / "model"
     code, err = _run(capsys, *_finetune_args(tiny_model_dir, data, out))
     assert code == 0, err
@@ -79,14 +75,14 @@ def test_finetune_evaluate_end_to_end(tmp_path: Path, tiny_model_dir: Path, caps
     ids=["column-count", "label-outside-set", "empty-line"],
 )
 def test_bad_data_files(tmp_path: Path, tiny_model_dir: Path, capsys, train_lines, needles) -> None:
-    data = _sst2(tmp_path, train_lines)
+    data = write_sst2(tmp_path, train_lines)
     code, err = _run(capsys, *_finetune_args(tiny_model_dir, data, tmp_path / "out"))
     _assert_one_line_error(code, err, *needles)
     assert not (tmp_path / "out").exists()
 
 
 def test_non_utf8_and_missing_file(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    data = _sst2(tmp_path, SST2_ROWS)
+    data = write_sst2(tmp_path, SST2_ROWS)
     (data / "train.tsv").write_bytes(b"sentence\tlabel\nfine\t1\nbad \xff\xfe bytes\t0\n")
     code, err = _run(capsys, *_finetune_args(tiny_model_dir, data, tmp_path / "out"))
     _assert_one_line_error(code, err, "train.tsv:3")
@@ -98,14 +94,14 @@ def test_failed_finetune_keeps_previous_output(tmp_path: Path, tiny_model_dir: P
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier result", encoding="utf-8")
-    data = _sst2(tmp_path, ["broken line without tab"])
+    data = write_sst2(tmp_path, ["broken line without tab"])
     code, err = _run(capsys, *_finetune_args(tiny_model_dir, data, out))
     assert code == 2
     assert (out / "keep.txt").read_text(encoding="utf-8") == "earlier result"
 
 
 def test_unknown_task_and_model(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    data = _sst2(tmp_path, SST2_ROWS)
+    data = write_sst2(tmp_path, SST2_ROWS)
     args = _finetune_args(tiny_model_dir, data, tmp_path / "out")
     args[args.index("sst2")] = "sst3"
     _assert_one_line_error(*_run(capsys, *args), "sst3")
@@ -117,24 +113,31 @@ def test_bad_checkpoints(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     empty = tmp_path / "noweights"
     empty.mkdir()
     (empty / "config.json").write_text((tiny_model_dir / "config.json").read_text())
-    _assert_one_line_error(*_run(capsys, "evaluate", str(empty), "--task", "sst2", "--data", "x"), "noweights", "weights")
+    _assert_one_line_error(
+        *_run(capsys, "evaluate", str(empty), "--task", "sst2", "--data", "x"), "noweights", "weights"
+    )
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text((tiny_model_dir / "config.json").read_text())
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
-    _assert_one_line_error(*_run(capsys, "evaluate", str(pickled), "--task", "sst2", "--data", "x"), "pickle", "safetensors")
+    _assert_one_line_error(
+        *_run(capsys, "evaluate", str(pickled), "--task", "sst2", "--data", "x"), "pickle", "safetensors"
+    )
     _assert_one_line_error(*_run(capsys, "evaluate", str(tmp_path / "missing")), "missing")
 
 
 def test_bad_option_value(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    data = _sst2(tmp_path, SST2_ROWS)
+    data = write_sst2(tmp_path, SST2_ROWS)
     args = _finetune_args(tiny_model_dir, data, tmp_path / "out", "--learning-rate", "-1")
     _assert_one_line_error(*_run(capsys, *args), "--learning-rate")
 
 
 def test_bad_recipes(tmp_path: Path, capsys) -> None:
     base = {"name": "r", "task": "sst2", "data": "x", "stages": [{"finetune": {}}]}
-    for stages, needle in (([{"distil": {}}], "unknown stage 'distil'"), ([{"finetune": {"epoch": 1}}], "epoch: unknown key")):
+    for stages, needle in (
+        ([{"distil": {}}], "unknown stage 'distil'"),
+        ([{"finetune": {"epoch": 1}}], "epoch: unknown key"),
+    ):
         p = tmp_path / "r.yaml"
         p.write_text(yaml.safe_dump({**base, "stages": stages}), encoding="utf-8")
         _assert_one_line_error(*_run(capsys, "compress", str(p), "--run-dir", str(tmp_path / "run")), "r.yaml", needle)
@@ -145,7 +148,7 @@ def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, capsy
     """An interrupted fine-tune keeps its Trainer checkpoints; --resume continues from the last one."""
     import slimformer.train.finetune as ft
 
-    data = _sst2(tmp_path, SST2_ROWS)
+    data = write_sst2(tmp_path, SST2_ROWS)
     out = tmp_path / "m"
 
     def crash(*a, **k):

@@ -1,2 +1,24 @@
-"""slimformer."""
+"""slimformer: make Transformer encoders small and fast for a given inference budget.
+
+The public API (``finetune``, ``evaluate``, ``export``, ``benchmark``, ``compress``, ``load``) lives in
+:mod:`slimformer.api` and is re-exported here lazily, so ``import slimformer`` stays light (no onnxruntime,
+no transformers model code until a function is called).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["finetune", "evaluate", "export", "benchmark", "compress", "load", "__version__"]
+
+_API = {"finetune", "evaluate", "export", "benchmark", "compress", "load"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from slimformer import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'slimformer' has no attribute {name!r}")

@@ -103,8 +103,15 @@ def evaluate(
     else:
         assert loaded is not None
         tok, predictor = loaded.tokenizer, torch_predictor(loaded.model)
-    eval_set = load_eval_set(task, resolve_data_path(data, data_root), tok, split=cfg.split,
-                             max_seq_length=meta.max_seq_length, max_examples=cfg.max_examples, squad_split=split_name)
+    eval_set = load_eval_set(
+        task,
+        resolve_data_path(data, data_root),
+        tok,
+        split=cfg.split,
+        max_seq_length=meta.max_seq_length,
+        max_examples=cfg.max_examples,
+        squad_split=split_name,
+    )
     return evaluate_predictor(predictor, eval_set, batch_size=cfg.batch_size, pad_token_id=tok.pad_token_id or 0)
 
 
@@ -115,16 +122,18 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def export(model_dir: PathLike, config: ExportConfig | None = None, *, out: PathLike | None = None,
-           calibration: Any = None) -> dict[str, Any]:
+def export(
+    model_dir: PathLike, config: ExportConfig | None = None, *, out: PathLike | None = None, calibration: Any = None
+) -> dict[str, Any]:
     """Export a model folder to ONNX (fp32 + parity check), optionally also int8; see :mod:`slimformer.pipeline`."""
     from slimformer.pipeline import export_model
 
     return export_model(model_dir, config or ExportConfig(), out=out, calibration=calibration)
 
 
-def benchmark(target: PathLike, config: BenchmarkConfig | None = None, *, data: str | None = None,
-              data_root: str | None = None) -> dict[str, Any]:
+def benchmark(
+    target: PathLike, config: BenchmarkConfig | None = None, *, data: str | None = None, data_root: str | None = None
+) -> dict[str, Any]:
     """Benchmark every runtime of a run folder or model folder; writes ``report.json`` and ``report.md``."""
     from slimformer.pipeline import benchmark_target
 

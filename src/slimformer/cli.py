@@ -86,7 +86,9 @@ class Finetune:
     def run(args: argparse.Namespace) -> None:
         from slimformer import api
 
-        res = api.finetune(config_from_args(FinetuneConfig, args), args.out, data_root=args.data_root, resume=args.resume)
+        res = api.finetune(
+            config_from_args(FinetuneConfig, args), args.out, data_root=args.data_root, resume=args.resume
+        )
         print(f"saved {res.model_dir}  metrics: {_fmt(res.metrics)}")
 
 
@@ -107,8 +109,13 @@ class Evaluate:
     def run(args: argparse.Namespace) -> None:
         from slimformer import api
 
-        metrics = api.evaluate(args.model, task=args.task, data=args.data,
-                               config=config_from_args(EvaluateConfig, args), data_root=args.data_root)
+        metrics = api.evaluate(
+            args.model,
+            task=args.task,
+            data=args.data,
+            config=config_from_args(EvaluateConfig, args),
+            data_root=args.data_root,
+        )
         print(_fmt(metrics))
 
 
@@ -129,8 +136,9 @@ class Compress:
     def run(args: argparse.Namespace) -> None:
         from slimformer import api
 
-        ctx = api.compress(args.recipe, overrides=args.overrides, run_dir=args.run_dir,
-                           data_root=args.data_root, restart=args.restart)
+        ctx = api.compress(
+            args.recipe, overrides=args.overrides, run_dir=args.run_dir, data_root=args.data_root, restart=args.restart
+        )
         print(f"run folder: {ctx.run_dir}")
         report = ctx.latest("report_md")
         if report:
@@ -173,7 +181,9 @@ class Benchmark:
     def run(args: argparse.Namespace) -> None:
         from slimformer import api
 
-        res = api.benchmark(args.target, config_from_args(BenchmarkConfig, args), data=args.data, data_root=args.data_root)
+        res = api.benchmark(
+            args.target, config_from_args(BenchmarkConfig, args), data=args.data, data_root=args.data_root
+        )
         print(Path(res["report_md"]).read_text(encoding="utf-8"))
 
 

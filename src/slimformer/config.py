@@ -60,9 +60,13 @@ class FinetuneConfig(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear warm-up, fraction of total steps")
     weight_decay: float = Field(0.01, ge=0)
     seed: int = Field(42)
-    max_train_examples: int | None = Field(None, ge=1, description="cap on training examples (first N after a seeded shuffle)")
+    max_train_examples: int | None = Field(
+        None, ge=1, description="cap on training examples (first N after a seeded shuffle)"
+    )
     max_eval_examples: int | None = Field(None, ge=1, description="cap on evaluation examples (None: full split)")
-    squad_split: str = Field("dev-article-split", description="named article-level split of SQuAD dev (train part/eval part)")
+    squad_split: str = Field(
+        "dev-article-split", description="named article-level split of SQuAD dev (train part/eval part)"
+    )
     doc_stride: int = Field(128, ge=1, description="SQuAD: token overlap between windows of a long context")
     logging_steps: int = Field(50, ge=1)
     save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps (for --resume)")
@@ -73,7 +77,9 @@ class FinetuneConfig(StageConfig):
 class EvaluateConfig(StageConfig):
     """Evaluate a model (PyTorch folder or ONNX file) on a task split with the official metric."""
 
-    split: str = Field("dev", description="split name: dev (GLUE; MNLI dev_matched), dev_mismatched, or the SQuAD eval part")
+    split: str = Field(
+        "dev", description="split name: dev (GLUE; MNLI dev_matched), dev_mismatched, or the SQuAD eval part"
+    )
     batch_size: int = Field(64, ge=1)
     max_examples: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)

@@ -24,7 +24,9 @@ Predictor = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 _PAD_VALUE = -1e9  # logits of positions past a feature's length (never chosen by span post-processing)
 
 
-def pad_batch(features: Sequence[Mapping[str, Any]], pad_token_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
+def pad_batch(
+    features: Sequence[Mapping[str, Any]], pad_token_id: int = 0, length: int | None = None
+) -> dict[str, np.ndarray]:
     """Pad the model inputs of ``features`` to the longest (or ``length``) with int64 numpy arrays ``(B, N)``."""
     n = length or max(len(f["input_ids"]) for f in features)
     out: dict[str, np.ndarray] = {}

@@ -130,7 +130,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
         where = f"{source}: stages[{i}]"
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ConfigError(f"{where}: expected a single-key mapping {{stage_name: {{options}}}}, got {entry!r}")
-        (name, kwargs), = entry.items()
+        ((name, kwargs),) = entry.items()
         if name not in STAGES:
             raise ConfigError(f"{where}: unknown stage {name!r}; expected one of {sorted(STAGES)}")
         kwargs = dict(kwargs or {})

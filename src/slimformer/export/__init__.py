@@ -5,8 +5,11 @@ them (``pip install 'slimformer[onnx]'``).
 """
 
 from slimformer.errors import ExportError
+from slimformer.export.int8_config import Int8Config
 from slimformer.export.onnx import ExportWrapper, export_mode, export_onnx, validate_outputs
+from slimformer.export.optimize import optimize_onnx
 from slimformer.export.ort import OrtModel, require_onnxruntime
+from slimformer.export.quantize import quantize_dynamic_int8, quantize_int8, quantize_static_int8
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec, uses_token_type_ids
 
 __all__ = [
@@ -15,6 +18,11 @@ __all__ = [
     "export_mode",
     "export_onnx",
     "validate_outputs",
+    "Int8Config",
+    "quantize_int8",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
+    "optimize_onnx",
     "OrtModel",
     "require_onnxruntime",
     "DummyInputGenerator",

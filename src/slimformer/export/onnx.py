@@ -171,6 +171,7 @@ def export_onnx(
                 "slimformer.outputs": json.dumps(list(spec.outputs)),
                 "slimformer.num_attention_heads": str(model.config.num_attention_heads),
                 "slimformer.hidden_size": str(model.config.hidden_size),
+                "slimformer.intermediate_size": str(model.config.intermediate_size),
             },
         )
         if validate:

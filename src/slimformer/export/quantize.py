@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,109 +30,11 @@ from slimformer.export._proto import (
     quiet_quantizer,
     read_metadata,
 )
+from slimformer.export.int8_config import Int8Config
 
 __all__ = ["Int8Config", "quantize_int8", "quantize_dynamic_int8", "quantize_static_int8"]
 
 CalibrationBatches = Iterable[Mapping[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Int8Config:
-    """How to quantize an fp32 ONNX graph to int8 (ONNX Runtime).
-
-    Build it from a preset (:meth:`dynamic`, :meth:`static`) or directly; invalid combinations raise
-    :class:`~slimformer.errors.ConfigError`.
-    """
-
-    mode: Literal["dynamic", "static"] = field(
-        default="dynamic",
-        metadata={"help": "dynamic: activation ranges at run time; static: from calibration"},
-    )
-    per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
-    reduce_range: bool = field(
-        default=False, metadata={"help": "7-bit weights; only for CPUs without VNNI (AVX2 saturation)"}
-    )
-    quantize_embeddings: bool = field(
-        default=True, metadata={"help": "store the embedding tables (Gather) in int8 too (~4x smaller file)"}
-    )
-    optimize: bool = field(
-        default=False,
-        metadata={"help": "fuse attention/LayerNorm/GELU (ORT transformer optimizer) first; dynamic only"},
-    )
-    calibration_examples: int = field(
-        default=128, metadata={"help": "static: sequences used for calibration"}
-    )
-    calibration_method: Literal["minmax", "entropy", "percentile"] = field(
-        default="minmax", metadata={"help": "static: how activation ranges are chosen"}
-    )
-    percentile: float = field(
-        default=99.999, metadata={"help": "static, percentile method: range percentile"}
-    )
-    quant_format: Literal["qdq", "qoperator"] = field(
-        default="qdq",
-        metadata={"help": "static: QuantizeLinear/DequantizeLinear pairs or QLinear* operators"},
-    )
-    activation_matmuls: bool = field(
-        default=False, metadata={"help": "static: also quantize activation x activation MatMuls (QK^T, PV)"}
-    )
-    exclude_nodes: tuple[str, ...] = field(default=(), metadata={"help": "node names kept in fp32"})
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        choices = {
-            "mode": ("dynamic", "static"),
-            "calibration_method": ("minmax", "entropy", "percentile"),
-            "quant_format": ("qdq", "qoperator"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"Int8Config.{name}={getattr(self, name)!r}; expected one of {list(allowed)}"
-                )
-        if self.calibration_examples < 1:
-            raise ConfigError(f"Int8Config.calibration_examples={self.calibration_examples}; expected >= 1")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"Int8Config.percentile={self.percentile}; expected a value in (50, 100]")
-        if self.optimize and self.mode == "static":
-            raise ConfigError(
-                "Int8Config.optimize=True needs mode='dynamic' (static int8 of fused graphs is broken in ORT)"
-            )
-        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
-
-    @classmethod
-    def dynamic(cls, **overrides: Any) -> Int8Config:
-        """Preset: dynamic, per-channel int8 weights, int8 embeddings (the recommended CPU deployment)."""
-        return cls(**{"mode": "dynamic", **overrides})
-
-    @classmethod
-    def dynamic_per_tensor(cls, **overrides: Any) -> Int8Config:
-        """Preset: dynamic with one scale per weight matrix (smaller accuracy margin; for comparison)."""
-        return cls(**{"mode": "dynamic", "per_channel": False, **overrides})
-
-    @classmethod
-    def static(cls, **overrides: Any) -> Int8Config:
-        """Preset: static QDQ, per-channel weights, MinMax ranges from 128 calibration sequences."""
-        return cls(**{"mode": "static", **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, with the config class and slimformer version."""
-        import slimformer
-
-        return {
-            "_type": type(self).__name__,
-            **asdict(self),
-            "exclude_nodes": list(self.exclude_nodes),
-            "slimformer_version": slimformer.__version__,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Int8Config:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        d = {k: v for k, v in d.items() if k not in ("_type", "slimformer_version")}
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"Int8Config: unknown key(s) {unknown}")
-        return cls(**{**d, "exclude_nodes": tuple(d.get("exclude_nodes", ()))})
 
 
 def _op_types(config: Int8Config) -> list[str]:
@@ -141,6 +42,24 @@ def _op_types(config: Int8Config) -> list[str]:
     return ["MatMul", "Attention"] + (
         ["Gather", "EmbedLayerNormalization"] if config.quantize_embeddings else []
     )
+
+
+def _excluded_nodes(src: Path, config: Int8Config) -> list[str]:
+    """``config.exclude_nodes``; with ``fp32_ffn_output`` also the MatMuls whose weight is (inter, hidden)."""
+    nodes = list(config.exclude_nodes)
+    if config.fp32_ffn_output:
+        import onnx
+
+        meta = read_metadata(src)
+        if "slimformer.intermediate_size" not in meta:
+            raise ConfigError(
+                f"{src}: fp32_ffn_output needs a graph exported by slimformer.export.export_onnx"
+            )
+        shape = (int(meta["slimformer.intermediate_size"]), int(meta["slimformer.hidden_size"]))
+        graph = onnx.load(str(src), load_external_data=False).graph
+        weights = {i.name: tuple(i.dims) for i in graph.initializer}
+        nodes += [n.name for n in graph.node if n.op_type == "MatMul" and weights.get(n.input[1]) == shape]
+    return nodes
 
 
 def _quantize_dynamic(src: Path, tmp: Path, config: Int8Config, batches: CalibrationBatches | None) -> None:
@@ -153,7 +72,7 @@ def _quantize_dynamic(src: Path, tmp: Path, config: Int8Config, batches: Calibra
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(config.exclude_nodes),
+        nodes_to_exclude=_excluded_nodes(src, config),
         extra_options={"DefaultTensorType": 1},  # FLOAT, for contrib ops of fused graphs lacking type info
     )
 
@@ -200,9 +119,8 @@ def _quantize_static(src: Path, tmp: Path, config: Int8Config, batches: Calibrat
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=method,
-        nodes_to_exclude=list(config.exclude_nodes),
+        nodes_to_exclude=_excluded_nodes(src, config),
         extra_options={
-            "MatMulConstBOnly": not config.activation_matmuls,
             "CalibPercentile": config.percentile,
             "DefaultTensorType": 1,
         },

@@ -192,6 +192,7 @@ def load_pretrained(
     *,
     num_labels: int | None = None,
     labels: list[str] | None = None,
+    new_head: bool = False,
 ) -> tuple[SlimModel, Any]:
     """Load a pretrained encoder (alias, local folder or hub id) with a new or existing task head.
 
@@ -200,6 +201,8 @@ def load_pretrained(
         head: the task head to put on top.
         num_labels: classes of a new classification head (1 = regression).
         labels: label names in id order (stored as ``id2label``).
+        new_head: the checkpoint is a bare encoder and the task head is initialised here (silences the
+            transformers load report about the missing head weights).
 
     Returns:
         ``(SlimModel, tokenizer)``; the tokenizer is the fast tokenizer of the checkpoint.
@@ -233,7 +236,7 @@ def load_pretrained(
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
-    if kwargs:  # a new task head is expected to be missing from the checkpoint: skip the load report
+    if new_head or kwargs:  # a new task head is expected to be missing from the checkpoint: skip the load report
         hf_logging.set_verbosity_error()
     try:
         hf = _from_pretrained(path, head, **kwargs)

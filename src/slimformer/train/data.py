@@ -57,7 +57,9 @@ def _squad_examples(data: Path, split: str, squad_split: str) -> list[Any]:
         name = "train-v1.1.json" if split == "train" else "dev-v1.1.json"
         return tasks.read_squad(_squad_file(data, name))
     if squad_split not in tasks.SQUAD_SPLITS:
-        raise ConfigError(f"squad_split {squad_split!r} is unknown; expected 'official' or one of {sorted(tasks.SQUAD_SPLITS)}")
+        raise ConfigError(
+            f"squad_split {squad_split!r} is unknown; expected 'official' or one of {sorted(tasks.SQUAD_SPLITS)}"
+        )
     train, held_out = tasks.SQUAD_SPLITS[squad_split](tasks.read_squad(_squad_file(data, "dev-v1.1.json")))
     if split == "train":
         return train

@@ -73,10 +73,14 @@ def finetune(
     set_seed(config.seed)
     labels = list(spec.labels) if spec.labels else None
     num_labels = 1 if spec.kind == "regression" else (len(labels) if labels else None)
-    model, tok = load_pretrained(config.model, _head_for(spec.kind), num_labels=num_labels, labels=labels)
+    model, tok = load_pretrained(
+        config.model, _head_for(spec.kind), num_labels=num_labels, labels=labels, new_head=True
+    )
     msl = config.max_seq_length or spec.max_seq_length
     common = dict(max_seq_length=msl, squad_split=config.squad_split, doc_stride=config.doc_stride)
-    train = load_train_features(spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common)
+    train = load_train_features(
+        spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common
+    )
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
 
     ckpt = checkpoint_dir(out)
@@ -112,7 +116,9 @@ def finetune(
     last = _last_checkpoint(ckpt) if resume else None
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
-    metrics = evaluate_predictor(torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
+    metrics = evaluate_predictor(
+        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0
+    )
     meta = ModelMeta(
         head=model.head.value,
         task=spec.name,
@@ -125,8 +131,14 @@ def finetune(
     save_model(model, tok, out, meta)
     atomic_write_json(
         out / "eval_results.json",
-        {"task": spec.name, "split": dev.split, "examples": len(dev.examples), "metrics": metrics,
-         "train_loss": result.training_loss, "steps": result.global_step},
+        {
+            "task": spec.name,
+            "split": dev.split,
+            "examples": len(dev.examples),
+            "metrics": metrics,
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+        },
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step)

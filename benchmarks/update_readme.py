@@ -1,0 +1,54 @@
+"""Regenerate the README's results tables from ``benchmarks/results/*.json``.
+
+    python benchmarks/update_readme.py
+
+Each results file ``<name>.json`` fills the block between ``<!-- results:<name> -->`` and
+``<!-- /results:<name> -->`` in README.md with its table, the command that made it and the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def render(results: dict) -> str:
+    from slimformer.bench.report import render_markdown_table
+
+    m = results["machine"]
+    machine = ", ".join(f"{k} {m[k]}" for k in ("cpu", "threads", "torch", "onnxruntime") if k in m)
+    train = results.get("training") or {}
+    budget = ", ".join(f"{k} {v}" for k, v in train.items() if v is not None)
+    lines = [
+        render_markdown_table(results["rows"], results["metric"]).rstrip(),
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {machine}.  ",
+    ]
+    if budget:
+        lines.append(f"Training budget: {budget}.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        name = path.stem
+        block = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
+        if not block.search(text):
+            print(f"README.md has no block for {name}; skipped")
+            continue
+        table = render(json.loads(path.read_text(encoding="utf-8")))
+        text = block.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+    readme.write_text(text, encoding="utf-8")
+    print("README.md tables refreshed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
