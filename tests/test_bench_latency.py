@@ -56,9 +56,7 @@ def test_torch_threads_restored() -> None:
 def test_pad_to_length() -> None:
     batch = {"input_ids": np.array([[5, 6, 7]]), "attention_mask": np.ones((1, 3), dtype=np.int64)}
     padded = pad_to_length(batch, 5, pad_token_id=1)
-    assert padded["input_ids"].tolist() == [[5, 6, 7, 1, 1]] and padded["attention_mask"].tolist() == [
-        [1, 1, 1, 0, 0]
-    ]
+    assert padded["input_ids"].tolist() == [[5, 6, 7, 1, 1]] and padded["attention_mask"].tolist() == [[1, 1, 1, 0, 0]]
     assert pad_to_length(batch, 2)["input_ids"].tolist() == [[5, 6]]
 
 
@@ -74,9 +72,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_benchmark_runtime_torch_and_ort(tiny: dict) -> None:
     fast = {"rounds": 1, "warmup": 1, "iters_bs1": 3, "iters_bs32": 2, "min_time_s": 0.0}
     session = OrtModel(tiny["path"], intra_op_num_threads=1)
-    timings = compare_runtimes(
-        {"pt": tiny["model"], "ort": session}, tiny["batch"], seq_len=16, threads=1, **fast
-    )
+    timings = compare_runtimes({"pt": tiny["model"], "ort": session}, tiny["batch"], seq_len=16, threads=1, **fast)
     assert list(timings) == ["pt", "ort"]
     for t in timings.values():
         assert (t.seq_len, t.threads, t.bs1.iters, t.bs32.iters) == (16, 1, 3, 2)
@@ -92,9 +88,7 @@ def test_benchmark_runtime_input_checks(tiny: dict) -> None:
     with pytest.raises(ValueError, match="pad_to_length"):
         benchmark_runtime(tiny["model"], tiny["batch"], seq_len=128)
     with pytest.raises(ValueError, match="threads"):
-        benchmark_runtime(
-            OrtModel(tiny["path"], intra_op_num_threads=1), tiny["batch"], seq_len=16, threads=2
-        )
+        benchmark_runtime(OrtModel(tiny["path"], intra_op_num_threads=1), tiny["batch"], seq_len=16, threads=2)
 
 
 def test_ort_model_feeds_only_declared_inputs(tiny: dict) -> None:
@@ -122,9 +116,7 @@ def test_ort_model_fills_missing_token_type_ids(tmp_path) -> None:
     assert "token_type_ids" in session.input_names
     ids = np.array([[2, 7, 8, 3]])
     out = session({"input_ids": ids, "attention_mask": np.ones_like(ids)})["logits"]
-    ref = session(
-        {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    )
+    ref = session({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
     np.testing.assert_array_equal(out, ref["logits"])
     with pytest.raises(FileNotFoundError):
         OrtModel(tmp_path / "missing.onnx")

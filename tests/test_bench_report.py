@@ -31,9 +31,7 @@ def _timing(bs1_ms: float, bs32_ms: float) -> RuntimeTiming:
 @pytest.fixture
 def report() -> dict:
     rows = [
-        make_row(
-            "teacher fp32", "pytorch-fp32", metric_value=0.912, timing=_timing(20.0, 640.0), size_mb=90.9
-        ),
+        make_row("teacher fp32", "pytorch-fp32", metric_value=0.912, timing=_timing(20.0, 640.0), size_mb=90.9),
         make_row(
             "teacher fp32 | ort",
             "onnxruntime-fp32",
@@ -50,9 +48,7 @@ def report() -> dict:
             notes="per-channel",
             method="ptq",
         ),
-        make_row(
-            "no timing yet", "onnxruntime-int8", metric_value=None, timing=None, size_mb=None, seq_len=128
-        ),
+        make_row("no timing yet", "onnxruntime-int8", metric_value=None, timing=None, size_mb=None, seq_len=128),
     ]
     return {
         "benchmark": "sst2-int8",
@@ -75,7 +71,7 @@ def test_markdown_table_has_every_row(report: dict) -> None:
     lines = table.strip().splitlines()
     assert len(lines) == 2 + len(report["rows"])
     assert "accuracy" in lines[0] and "speed-up vs teacher fp32" in lines[0]
-    assert "| teacher fp32 | pytorch-fp32 | 0.912 | 20.00 | 50.0 | 1.00x | 90.9 | 128 |" in table
+    assert "| teacher fp32 | pytorch-fp32 | 0.9120 | 20.00 | 50.0 | 1.00x | 90.9 | 128 |" in table
     assert "teacher fp32 \\| ort" in table  # pipes in names are escaped
     assert "| 4.00x |" in lines[4]
     assert lines[5].count("–") >= 4

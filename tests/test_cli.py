@@ -11,6 +11,7 @@ import yaml
 from conftest import SST2_ROWS, write_sst2
 from slimformer.cli import main
 
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     err = capsys.readouterr().err.strip()

@@ -106,9 +106,7 @@ def test_calibration_uses_at_most_calibration_examples(fp32: dict, tmp_path, mon
         return feeds
 
     monkeypatch.setattr(qmod, "_calibration_feeds", spy)
-    quantize_int8(
-        fp32["path"], tmp_path / "int8.onnx", Int8Config.static(calibration_examples=11), fp32["calib"]
-    )
+    quantize_int8(fp32["path"], tmp_path / "int8.onnx", Int8Config.static(calibration_examples=11), fp32["calib"])
     assert seen == [11]
 
 
@@ -125,9 +123,7 @@ def test_config_validation_and_round_trip() -> None:
     assert cfg.exclude_nodes == ("a", "b")
     assert Int8Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert Int8Config.dynamic() == Int8Config(mode="dynamic")  # presets expand to ordinary configs
-    assert Int8Config.static_accurate() == Int8Config(
-        mode="static", quant_format="qoperator", fp32_ffn_output=True
-    )
+    assert Int8Config.static_accurate() == Int8Config(mode="static", quant_format="qoperator", fp32_ffn_output=True)
     for bad in ({"mode": "fp8"}, {"calibration_examples": 0}, {"percentile": 10.0}, {"quant_format": "x"}):
         with pytest.raises(ConfigError):
             Int8Config(**bad)
@@ -150,8 +146,6 @@ def test_minilm_dynamic_int8_close_to_fp32(tmp_path) -> None:
     batch = dict(tok(sentences, padding="max_length", max_length=32, return_tensors="np"))
     mask = batch["attention_mask"][..., None]
     pooled = [(OrtModel(p)(batch)["last_hidden_state"] * mask).sum(1) / mask.sum(1) for p in (fp32_path, q)]
-    cos = (
-        (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
-    )
+    cos = (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
     assert cos.min() >= 0.97
     assert OrtModel(q).file_size_mb < 0.3 * OrtModel(fp32_path).file_size_mb

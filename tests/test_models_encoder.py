@@ -55,16 +55,12 @@ def _ref_layer(layer, x, mask, num_heads, idx=None):
     ctx = torch.einsum("bhqk,bhkd->bhqd", probs, v)
     merged = ctx.permute(0, 2, 1, 3).reshape(bsz, n, d)
     ln1 = so.LayerNorm
-    o = F.layer_norm(
-        x + F.linear(merged, so.dense.weight, so.dense.bias), (d,), ln1.weight, ln1.bias, ln1.eps
-    )
+    o = F.layer_norm(x + F.linear(merged, so.dense.weight, so.dense.bias), (d,), ln1.weight, ln1.bias, ln1.eps)
     o_kept, mask_kept = (o, mask) if idx is None else (_rows(o, idx), _rows(mask, idx))
     inter, out = layer.intermediate.dense, layer.output
     h = F.gelu(F.linear(o_kept, inter.weight, inter.bias))
     ln2 = out.LayerNorm
-    y = F.layer_norm(
-        o_kept + F.linear(h, out.dense.weight, out.dense.bias), (d,), ln2.weight, ln2.bias, ln2.eps
-    )
+    y = F.layer_norm(o_kept + F.linear(h, out.dense.weight, out.dense.bias), (d,), ln2.weight, ln2.bias, ln2.eps)
     return {
         "raw_scores": raw,
         "probs": probs,
@@ -122,9 +118,7 @@ def test_capture_shapes_and_values(model):
         assert enc.attention_outputs[i].shape == (B, N, D)
         torch.testing.assert_close(a.sum(-1), torch.ones(B, H, N), atol=1e-6, rtol=0)
         assert torch.all(a[~valid_keys] == 0), "padded keys must get exactly zero probability"
-        assert torch.all(s[~valid_keys] <= torch.finfo(s.dtype).min / 2), (
-            "padded keys must hold the mask value"
-        )
+        assert torch.all(s[~valid_keys] <= torch.finfo(s.dtype).min / 2), "padded keys must hold the mask value"
         torch.testing.assert_close(s[valid_keys], r["raw_scores"][valid_keys], atol=1e-6, rtol=0)
         torch.testing.assert_close(a, r["probs"], atol=1e-6, rtol=0)
         torch.testing.assert_close(enc.values[i], r["values"], atol=1e-6, rtol=0)
@@ -362,9 +356,7 @@ def test_restore_puts_dropped_tokens_back(model):
 def test_restore_drop_at_last_layer_only(model):
     ids, mask, tt = _inputs()
     idx = torch.tensor([[0, 2, 4]] * B)
-    enc = _enc(
-        model, ids, mask, tt, keep=[None, None, idx], restore=True, capture=Capture.of("hidden_states")
-    )
+    enc = _enc(model, ids, mask, tt, keep=[None, None, idx], restore=True, capture=Capture.of("hidden_states"))
     assert torch.equal(enc.last_hidden_state, _expected_restored(enc))
     assert torch.equal(enc.last_hidden_state[:, 1], enc.hidden_states[2][:, 1])
 

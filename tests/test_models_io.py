@@ -58,9 +58,7 @@ def no_hub(monkeypatch):
 # --- round trip --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("head", "model_type"), [("classification", "bert"), ("qa", "roberta"), ("none", "bert")]
-)
+@pytest.mark.parametrize(("head", "model_type"), [("classification", "bert"), ("qa", "roberta"), ("none", "bert")])
 def test_save_load_round_trip(tmp_path, tiny_tokenizer, head, model_type):
     model = make_tiny_model(head, model_type, seed=3, num_labels=2)
     meta = _meta(head=head)
@@ -139,9 +137,7 @@ def test_save_over_existing_folder_replaces_it(tmp_path, tiny_tokenizer):
 @pytest.fixture
 def saved(tmp_path, tiny_tokenizer):
     """A good slimformer folder."""
-    return save_model(
-        make_tiny_model("classification", num_labels=2), tiny_tokenizer, tmp_path / "good", _meta()
-    )
+    return save_model(make_tiny_model("classification", num_labels=2), tiny_tokenizer, tmp_path / "good", _meta())
 
 
 def test_missing_folder(tmp_path):
@@ -171,9 +167,7 @@ def test_folder_without_config(saved):
 
 def test_pickle_only_weights_are_refused(saved, monkeypatch):
     model = make_tiny_model("classification", num_labels=2)
-    torch.save(
-        model.hf.state_dict(), saved / "pytorch_model.bin"
-    )  # a loadable pickle: refusing it is a choice
+    torch.save(model.hf.state_dict(), saved / "pytorch_model.bin")  # a loadable pickle: refusing it is a choice
     (saved / "model.safetensors").unlink()
     monkeypatch.setattr(torch, "load", _forbidden("torch.load"))
     for load in (lambda: load_model(saved), lambda: load_pretrained(saved, "classification")):

@@ -83,9 +83,7 @@ def test_forward_matches_hf_train_mode_no_dropout(model_type, head):
 @pytest.mark.parametrize("model_type", ARCHS)
 def test_dropout_placement_matches_hf(model_type):
     """With dropout on and the same seed, the same random masks are drawn at the same places as in HF."""
-    model = _make(
-        "classification", model_type, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2
-    ).train()
+    model = _make("classification", model_type, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2).train()
     ids, mask, tt = _padded_inputs(model)
     torch.manual_seed(7)
     ours = model(ids, mask, tt).logits
@@ -109,9 +107,7 @@ def test_loss_matches_hf(model_type):
     qa = _make("qa", model_type)
     start, end = torch.tensor([1, 3, 40]), torch.tensor([2, 5, 40])  # 40 is out of range: ignored by both
     ours = qa(ids, mask, tt, start_positions=start, end_positions=end)
-    ref = qa.hf(
-        input_ids=ids, attention_mask=mask, token_type_ids=tt, start_positions=start, end_positions=end
-    )
+    ref = qa.hf(input_ids=ids, attention_mask=mask, token_type_ids=tt, start_positions=start, end_positions=end)
     torch.testing.assert_close(ours.loss, ref.loss, atol=1e-6, rtol=0)
 
 
@@ -174,6 +170,4 @@ def test_minilm_logits_match_hf(minilm, impl):
     assert ours.logits.abs().max() > 0.1  # not a degenerate head
     torch.testing.assert_close(ours.logits, ref.logits, atol=1e-5, rtol=0)
     valid = batch["attention_mask"].bool()
-    torch.testing.assert_close(
-        ours.encoder.hidden_states[-1][valid], ref.hidden_states[-1][valid], atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(ours.encoder.hidden_states[-1][valid], ref.hidden_states[-1][valid], atol=1e-5, rtol=0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SST2_ROWS, write_sst2
 
+from conftest import SST2_ROWS, write_sst2
 from slimformer.cli import main
 
 pytest.importorskip("onnxruntime")
@@ -77,12 +77,32 @@ def test_stage_without_its_input_is_a_config_error(tmp_path: Path, capsys) -> No
 def test_export_and_benchmark_commands(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     data = write_sst2(tmp_path, SST2_ROWS)
     model = tmp_path / "m"
-    assert main(["finetune", "--model", str(tiny_model_dir), "--task", "sst2", "--data", str(data), "--out",
-                 str(model), "--max-steps", "1", "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--task",
+                "sst2",
+                "--data",
+                str(data),
+                "--out",
+                str(model),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(model), "--int8", "dynamic"]) == 0
     assert (model / "onnx" / "model.onnx").is_file() and (model / "onnx" / "model.int8.onnx").is_file()
     capsys.readouterr()
-    assert main(["benchmark", str(model), "--batch-sizes", "1", "2", "--seq-len", "12", "--iters", "2",
-                 "--warmup", "0"]) == 0
+    assert (
+        main(["benchmark", str(model), "--batch-sizes", "1", "2", "--seq-len", "12", "--iters", "2", "--warmup", "0"])
+        == 0
+    )
     assert "onnxruntime-int8" in capsys.readouterr().out
     assert json.loads((model / "report.json").read_text())["rows"][0]["seq_len"] == 12

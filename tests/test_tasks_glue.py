@@ -16,9 +16,7 @@ MNLI_TRAIN_HEADER = (
     "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
     "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
 )
-MNLI_DEV_HEADER = MNLI_TRAIN_HEADER.replace(
-    "label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label"
-)
+MNLI_DEV_HEADER = MNLI_TRAIN_HEADER.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
 MNLI_TEST_HEADER = MNLI_TRAIN_HEADER.replace("\tlabel1\tgold_label", "")
 STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
 
@@ -79,8 +77,7 @@ LAYOUTS = [
         "stsb",
         "STS-B",
         "train.tsv",
-        STSB_HEADER
-        + "\tscore\n0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000\n"
+        STSB_HEADER + "\tscore\n0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000\n"
         "1\tmain-news\tMSRpar\t2012train\t0002\tnone\tnone\tX y.\tZ w.\t0.4\n",
         "train",
         [Example("train-0", "A plane.", "An air plane.", 5.0), Example("train-1", "X y.", "Z w.", 0.4)],
@@ -123,8 +120,7 @@ LAYOUTS = [
         "mnli",
         "MNLI",
         "dev_matched.tsv",
-        MNLI_DEV_HEADER
-        + "\n9\t1\t1e\tfiction\tx\ty\tx\ty\tP.\tH.\tneutral\tentailment\tentailment\tneutral\t"
+        MNLI_DEV_HEADER + "\n9\t1\t1e\tfiction\tx\ty\tx\ty\tP.\tH.\tneutral\tentailment\tentailment\tneutral\t"
         "entailment\tentailment\n",
         "dev",
         [Example("dev-9", "P.", "H.", "entailment")],
@@ -337,9 +333,7 @@ def test_get_task_unknown_lists_known_tasks():
         get_task("sst3")
     message = str(info.value)
     assert "\n" not in message and "'sst3'" in message
-    assert all(
-        name in message for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-    )
+    assert all(name in message for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"))
 
 
 def test_registry_conventions():
@@ -363,9 +357,7 @@ def test_registry_conventions():
     assert TASKS["mnli"].eval_splits == ("dev", "dev_mismatched")
     assert all(s.max_seq_length == 128 for s in TASKS.values() if s.kind != "qa")
     assert TASKS["squad"].max_seq_length == 384 and TASKS["squad"].kind == "qa"
-    assert (
-        TASKS["stsb"].kind == "regression" and TASKS["stsb"].labels is None and TASKS["stsb"].num_labels == 1
-    )
+    assert TASKS["stsb"].kind == "regression" and TASKS["stsb"].labels is None and TASKS["stsb"].num_labels == 1
     assert TASKS["mnli"].num_labels == 3
 
 
@@ -403,9 +395,7 @@ def test_encode_pair_labels_and_truncation(wordpiece):
     assert mnli["input_ids"] == _ids("[CLS]", "paris", "is", "the", "city", "[SEP]", "the", "river", "[SEP]")
     assert mnli["token_type_ids"] == [0] * 6 + [1] * 3
     assert mnli["labels"] == 2  # "neutral" is the third MNLI label
-    stsb = encode_glue(
-        [Example("t-0", "one two three", "four", 3.8)], get_task("stsb"), wordpiece, max_seq_length=5
-    )[0]
+    stsb = encode_glue([Example("t-0", "one two three", "four", 3.8)], get_task("stsb"), wordpiece, max_seq_length=5)[0]
     # 3 + 1 tokens + 3 specials = 7 > 5: longest-first removes "three" (3 vs 1), then "two" (2 vs 1)
     assert stsb["input_ids"] == _ids("[CLS]", "one", "[SEP]", "four", "[SEP]")
     assert isinstance(stsb["labels"], float) and stsb["labels"] == pytest.approx(3.8)

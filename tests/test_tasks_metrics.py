@@ -53,9 +53,7 @@ def test_mcc_multiclass_hand_computed():
     assert matthews_corrcoef([0, 1, 2, 0], [0, 1, 1, 2]) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize(
-    "pred, gold", [([1, 1, 1, 1], [1, 0, 1, 0]), ([0, 0, 0], [0, 1, 1]), ([0, 1], [1, 1])]
-)
+@pytest.mark.parametrize("pred, gold", [([1, 1, 1, 1], [1, 0, 1, 0]), ([0, 0, 0], [0, 1, 1]), ([0, 1], [1, 1])])
 def test_mcc_degenerate_is_zero_not_nan(pred, gold):
     # a constant prediction (or constant labels) makes the denominator 0 -> defined as 0.0
     value = matthews_corrcoef(pred, gold)

@@ -48,9 +48,7 @@ def char_roberta():
 
 
 def _squad(*articles: tuple[str, list[tuple[str, list[dict]]]]) -> dict:
-    data = [
-        {"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in paras]} for t, paras in articles
-    ]
+    data = [{"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in paras]} for t, paras in articles]
     return {"version": "1.1", "data": data}
 
 
@@ -209,9 +207,7 @@ def test_train_feature_windows(wordpiece, first, last, positions):
     for f, e in zip(feats, evals):
         assert f["input_ids"] == e["input_ids"]
         if f["start_positions"]:
-            span = LONG_CTX[
-                e["offset_mapping"][f["start_positions"]][0] : e["offset_mapping"][f["end_positions"]][1]
-            ]
+            span = LONG_CTX[e["offset_mapping"][f["start_positions"]][0] : e["offset_mapping"][f["end_positions"]][1]]
             assert span == ex.answers[0][0]
 
 
@@ -276,10 +272,7 @@ def test_postprocess_picks_best_valid_span():
     end = _logits(9, {0: 99.0, 8: 99.0, 7: 3.0})[None]
     assert postprocess_qa_predictions([PP_EX], feats, start, end) == {"e": "capital of france"}
     # the same span is too long at max_answer_length=2 (tokens 5..7 = 3 tokens): next best is a 1-2 token span
-    assert (
-        postprocess_qa_predictions([PP_EX], feats, start, end, max_answer_length=2)["e"]
-        != "capital of france"
-    )
+    assert postprocess_qa_predictions([PP_EX], feats, start, end, max_answer_length=2)["e"] != "capital of france"
 
 
 def test_postprocess_best_over_features_padding_and_empty():
@@ -309,9 +302,7 @@ def _oracle(examples, tokenizer, max_answer_length: int = 30, **window) -> dict[
 
 
 def test_features_and_postprocess_round_trip(wordpiece, char_roberta):
-    examples = [
-        _answer_example(a, b, qid=f"{a}-{b}") for a, b in [(0, 0), (9, 10), (12, 20), (27, 28), (29, 29)]
-    ]
+    examples = [_answer_example(a, b, qid=f"{a}-{b}") for a, b in [(0, 0), (9, 10), (12, 20), (27, 28), (29, 29)]]
     # the character-level tokenizer needs longer windows and answers (the longest answer has 39 characters)
     char_window = dict(max_seq_length=96, doc_stride=48, max_query_length=16, max_answer_length=64)
     for tok, window in ((wordpiece, WINDOW), (char_roberta, char_window)):

@@ -63,9 +63,7 @@ def test_max_over_ground_truths():
     assert metric_max_over_ground_truths(exact_match_score, "Denver Broncos", truths) == 0.0
     # vs "broncos": overlap 1, P 1/2, R 1 -> 2/3; vs "denver team": overlap 1, P 1/2, R 1/2 -> 1/2; max 2/3
     assert metric_max_over_ground_truths(f1_score, "Denver Broncos", truths) == pytest.approx(2 / 3)
-    assert (
-        metric_max_over_ground_truths(exact_match_score, "Denver Broncos", truths + ["Denver Broncos"]) == 1.0
-    )
+    assert metric_max_over_ground_truths(exact_match_score, "Denver Broncos", truths + ["Denver Broncos"]) == 1.0
 
 
 def _ex(qid: str, *answers: str) -> QAExample:

@@ -63,7 +63,10 @@ def export_model(
     meta.applied.append({"stage": "export", **config.model_dump(mode="json"), "max_abs_diff": diff})
     atomic_write_json(out_dir / META_FILE, asdict(meta))
     result: dict[str, Any] = {
-        "export_dir": str(out_dir), "onnx_fp32": str(fp32), "max_abs_diff": diff, "size_mb": file_size_mb(fp32)
+        "export_dir": str(out_dir),
+        "onnx_fp32": str(fp32),
+        "max_abs_diff": diff,
+        "size_mb": file_size_mb(fp32),
     }
     if config.int8 != "none":
         result.update(quantize_model(fp32, QuantizeConfig(mode=config.int8), data_root=data_root))
@@ -80,9 +83,15 @@ def _calibration_batches(folder: Path, n: int, data_root: str | None) -> list[di
     meta = _meta_of(folder)
     task, data, ft = _training_data(meta)
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    feats = load_train_features(task, resolve_data_path(data, data_root), tok, max_seq_length=meta.max_seq_length,
-                                max_examples=n, seed=ft.get("seed", 42),
-                                squad_split=ft.get("squad_split", "dev-article-split")).features[:n]
+    feats = load_train_features(
+        task,
+        resolve_data_path(data, data_root),
+        tok,
+        max_seq_length=meta.max_seq_length,
+        max_examples=n,
+        seed=ft.get("seed", 42),
+        squad_split=ft.get("squad_split", "dev-article-split"),
+    ).features[:n]
     return [pad_batch(feats[i : i + 32], tok.pad_token_id or 0) for i in range(0, len(feats), 32)]
 
 
@@ -99,8 +108,12 @@ def quantize_model(onnx_fp32: PathLike, config: QuantizeConfig, *, data_root: st
 
     fp32 = Path(onnx_fp32)
     kw = {"per_channel": config.per_channel, "calibration_examples": config.calibration_examples}
-    int8_cfg = Int8Config.static(**kw) if config.mode == "static" else Int8Config.dynamic(per_channel=config.per_channel)
-    batches = _calibration_batches(fp32.parent, config.calibration_examples, data_root) if config.mode == "static" else None
+    int8_cfg = (
+        Int8Config.static(**kw) if config.mode == "static" else Int8Config.dynamic(per_channel=config.per_channel)
+    )
+    batches = (
+        _calibration_batches(fp32.parent, config.calibration_examples, data_root) if config.mode == "static" else None
+    )
     out = quantize_int8(fp32, fp32.parent / INT8_FILE, int8_cfg, batches)
     meta = _meta_of(fp32.parent)
     meta.applied.append({"stage": "quantize", **config.model_dump(mode="json"), "int8": int8_cfg.to_dict()})
@@ -138,15 +151,22 @@ def benchmark_artifacts(
     task, trained_on, ft = _training_data(meta)
     threads = config.threads or physical_cores()
     seq_len = config.seq_len or meta.max_seq_length or 128
-    eval_set = load_eval_set(task, resolve_data_path(data or trained_on, data_root), tok,
-                             max_seq_length=meta.max_seq_length, max_examples=config.max_eval_examples,
-                             squad_split=ft.get("squad_split", "dev-article-split"))
+    eval_set = load_eval_set(
+        task,
+        resolve_data_path(data or trained_on, data_root),
+        tok,
+        max_seq_length=meta.max_seq_length,
+        max_examples=config.max_eval_examples,
+        squad_split=ft.get("squad_split", "dev-article-split"),
+    )
     runtimes: dict[str, tuple[str, Any, float]] = {}
     if "pytorch-fp32" in config.runtimes:
         runtimes["pytorch-fp32"] = ("teacher fp32", loaded.model.eval(), file_size_mb(model_dir))
     int8_mode = _int8_mode(onnx_int8)
-    for key, path, label in (("onnxruntime-fp32", onnx_fp32, "teacher fp32 (ORT)"),
-                             ("onnxruntime-int8", onnx_int8, f"teacher int8 {int8_mode} PTQ (ORT)")):
+    for key, path, label in (
+        ("onnxruntime-fp32", onnx_fp32, "teacher fp32 (ORT)"),
+        ("onnxruntime-int8", onnx_int8, f"teacher int8 {int8_mode} PTQ (ORT)"),
+    ):
         if key in config.runtimes and path:
             from slimformer.export import OrtModel
 
@@ -162,14 +182,31 @@ def benchmark_artifacts(
             metrics[key] = evaluate_predictor(predictor, eval_set, pad_token_id=tok.pad_token_id or 0)
     feats = eval_set.features[: max(config.batch_sizes)]
     batch = pad_batch(feats, tok.pad_token_id or 0, length=seq_len)
-    timings = compare_runtimes({k: v[1] for k, v in runtimes.items()}, batch, seq_len=seq_len, threads=threads,
-                               warmup=config.warmup, iters_bs1=config.iters, iters_bs32=max(2, config.iters // 5),
-                               throughput_batch_size=max(config.batch_sizes))
+    timings = compare_runtimes(
+        {k: v[1] for k, v in runtimes.items()},
+        batch,
+        seq_len=seq_len,
+        threads=threads,
+        warmup=config.warmup,
+        iters_bs1=config.iters,
+        iters_bs32=max(2, config.iters // 5),
+        throughput_batch_size=max(config.batch_sizes),
+    )
     rows = []
     for key, (label, _, size) in runtimes.items():
         m = metrics.get(key, {})
-        rows.append(make_row(label, key, metric_value=m.get("main"), timing=timings[key], size_mb=size,
-                             seq_len=seq_len, threads=threads, metrics=m))
+        rows.append(
+            make_row(
+                label,
+                key,
+                metric_value=m.get("main"),
+                timing=timings[key],
+                size_mb=size,
+                seq_len=seq_len,
+                threads=threads,
+                metrics=m,
+            )
+        )
     report = {
         "benchmark": name,
         "command": f"slimformer benchmark {out_dir}",
@@ -178,8 +215,12 @@ def benchmark_artifacts(
         "metric": eval_set.spec.main_metric,
         "eval_split": eval_set.split,
         "eval_examples": len(eval_set.examples),
-        "timing": {"inputs": f"first {len(feats)} eval examples padded to {seq_len} tokens",
-                   "warmup": config.warmup, "iters_bs1": config.iters, "threads": threads},
+        "timing": {
+            "inputs": f"first {len(feats)} eval examples padded to {seq_len} tokens",
+            "warmup": config.warmup,
+            "iters_bs1": config.iters,
+            "threads": threads,
+        },
         "rows": rows,
     }
     js, md = write_report(out_dir, report)
@@ -202,12 +243,20 @@ def benchmark_run(ctx: Any, config: BenchmarkConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:
         raise ConfigError("stage 'benchmark' needs a model_dir from an earlier 'finetune' stage in the recipe")
-    return benchmark_artifacts(model_dir, config, onnx_fp32=ctx.latest("onnx_fp32"), onnx_int8=ctx.latest("onnx_int8"),
-                               out_dir=ctx.run_dir, name=ctx.recipe.name, data_root=ctx.data_root)
+    return benchmark_artifacts(
+        model_dir,
+        config,
+        onnx_fp32=ctx.latest("onnx_fp32"),
+        onnx_int8=ctx.latest("onnx_int8"),
+        out_dir=ctx.run_dir,
+        name=ctx.recipe.name,
+        data_root=ctx.data_root,
+    )
 
 
-def benchmark_target(target: PathLike, config: BenchmarkConfig, *, data: str | None = None,
-                     data_root: str | None = None) -> dict[str, Any]:
+def benchmark_target(
+    target: PathLike, config: BenchmarkConfig, *, data: str | None = None, data_root: str | None = None
+) -> dict[str, Any]:
     """Benchmark a run folder (its ``state.json`` names the artefacts) or a model folder (+ its ``onnx/``)."""
     t = Path(target)
     if (t / "state.json").is_file():
@@ -224,5 +273,6 @@ def benchmark_target(target: PathLike, config: BenchmarkConfig, *, data: str | N
         raise ConfigError(f"{t}: neither a run folder (state.json) nor a model folder ({META_FILE})")
     if model_dir is None:
         raise ConfigError(f"{t}: the run has no fine-tuned model yet")
-    return benchmark_artifacts(model_dir, config, onnx_fp32=fp32, onnx_int8=int8, out_dir=t, name=t.name,
-                               data=data, data_root=data_root)
+    return benchmark_artifacts(
+        model_dir, config, onnx_fp32=fp32, onnx_int8=int8, out_dir=t, name=t.name, data=data, data_root=data_root
+    )

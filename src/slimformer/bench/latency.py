@@ -56,9 +56,7 @@ class TimingStats:
         return asdict(self)
 
 
-def _samples(
-    fn: Callable[[], object], warmup: int, iters: int, min_time_s: float, max_iters: int
-) -> list[float]:
+def _samples(fn: Callable[[], object], warmup: int, iters: int, min_time_s: float, max_iters: int) -> list[float]:
     if warmup < 0 or iters < 1 or max_iters < iters:
         raise ValueError(f"need warmup >= 0 and 1 <= iters <= max_iters; got {warmup}, {iters}, {max_iters}")
     for _ in range(warmup):
@@ -115,9 +113,7 @@ def torch_runner(model: nn.Module, batch: Mapping[str, Any]) -> Callable[[], obj
     Only ``input_ids``, ``attention_mask`` and ``token_type_ids`` are passed; the model is put in eval mode.
     """
     model.eval()
-    tensors = {
-        k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in batch.items() if k in _MODEL_INPUTS
-    }
+    tensors = {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in batch.items() if k in _MODEL_INPUTS}
 
     def run() -> object:
         with torch.inference_mode():
@@ -172,9 +168,7 @@ def _prepare(
         raise ValueError(f"batch has {rows} rows; the throughput measurement needs at least {batch_size}")
     widths = {np.asarray(v).shape[1] for v in batch.values()}
     if widths != {seq_len}:
-        raise ValueError(
-            f"batch arrays have length(s) {sorted(widths)}, expected {seq_len}; use pad_to_length first"
-        )
+        raise ValueError(f"batch arrays have length(s) {sorted(widths)}, expected {seq_len}; use pad_to_length first")
     one = {k: np.asarray(v)[:1] for k, v in batch.items()}
     full = {k: np.asarray(v)[:batch_size] for k, v in batch.items()}
     if isinstance(model, OrtModel):
@@ -217,9 +211,7 @@ def compare_runtimes(
     Raises:
         ValueError: too few rows, arrays not ``seq_len`` long, or an ``OrtModel`` with other threads.
     """
-    runners = {
-        name: _prepare(m, batch, seq_len, throughput_batch_size, threads) for name, m in models.items()
-    }
+    runners = {name: _prepare(m, batch, seq_len, throughput_batch_size, threads) for name, m in models.items()}
     samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
     for _ in range(rounds):
         for name, (run1, run32, n_threads) in runners.items():

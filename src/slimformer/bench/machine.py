@@ -65,8 +65,9 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"cpu", "physical_cores", "logical_cpus", "threads", "cpu_flags", "python", "torch", "onnxruntime",
-        "onnx", "transformers", "numpy", "platform"}``; ``cpu_flags`` maps each of avx2 / avx512f / avx512bw /
-        avx512_vnni / avx_vnni / avx512_bf16 / amx_int8 to whether the CPU has it.
+        "onnx", "transformers", "numpy", "platform", "load_average_1min"}``; ``cpu_flags`` maps each of avx2 /
+        avx512f / avx512bw / avx512_vnni / avx_vnni / avx512_bf16 / amx_int8 to whether the CPU has it;
+        ``load_average_1min`` (other work on the machine) tells whether timings were taken on a busy machine.
     """
     cpus = _cpuinfo()
     first = cpus[0] if cpus else {}
@@ -80,6 +81,8 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         **{name: _version(name) for name in ("torch", "onnxruntime", "onnx", "transformers", "numpy")},
         "platform": platform.platform(),
+        # Other work on the machine inflates timings (PyTorch's OpenMP threads most): record it.
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -74,9 +74,7 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
     for i, row in enumerate(rows):
         missing = [k for k in ROW_KEYS if k not in row]
         if missing:
-            raise ValueError(
-                f"row {i} ({row.get('name', '?')!r}) lacks key(s) {missing}; rows need {list(ROW_KEYS)}"
-            )
+            raise ValueError(f"row {i} ({row.get('name', '?')!r}) lacks key(s) {missing}; rows need {list(ROW_KEYS)}")
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -85,6 +83,13 @@ def _fmt(value: Any, spec: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return format(value, spec)
     return str(value)
+
+
+def _fmt_metric(value: Any) -> str:
+    """Fractions (accuracy 0.912) with 4 decimals, points (F1 88.53) with 2."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.4f}" if abs(value) < 1.5 else f"{value:.2f}"
+    return _fmt(value, "")
 
 
 def _cell(text: str) -> str:
@@ -104,7 +109,8 @@ def render_markdown_table(rows: Sequence[Mapping[str, Any]], metric_name: str) -
     """A GitHub-markdown table of results rows (one line per row, in order).
 
     Columns: name, runtime, ``metric_name``, latency bs1 (ms), throughput bs32 (seq/s), speed-up vs the first
-    row (bs32 throughput ratio), size (MB), seq_len. Missing values show as "–".
+    row (bs32 throughput ratio), size (MB), seq_len. Metric values below 1.5 (fractions) get 4 decimals,
+    others (points) 2; missing values show as "–".
 
     Raises:
         ValueError: no rows, or a row lacks one of :data:`ROW_KEYS`.
@@ -125,7 +131,7 @@ def render_markdown_table(rows: Sequence[Mapping[str, Any]], metric_name: str) -
         cells = [
             str(row["name"]),
             str(row["runtime"]),
-            _fmt(row["metric_value"], ".4g"),
+            _fmt_metric(row["metric_value"]),
             _fmt(row["latency_ms_bs1"], ".2f"),
             _fmt(row["throughput_bs32"], ".1f"),
             _speedup(row, rows[0]),
@@ -154,8 +160,7 @@ def render_report_markdown(report: Mapping[str, Any]) -> str:
     if notes:
         parts.append("Notes:\n\n" + "\n".join(notes) + "\n")
     parts.append(
-        "Latency: median ms per batch-1 call. Throughput: 32 / median seconds per batch-32 call. "
-        "MB = 10^6 bytes.\n"
+        "Latency: median ms per batch-1 call. Throughput: 32 / median seconds per batch-32 call. MB = 10^6 bytes.\n"
     )
     return "\n".join(parts)
 
@@ -181,6 +186,4 @@ def write_report(run_dir: str | os.PathLike[str], report: Mapping[str, Any]) -> 
     json_text = json.dumps(report, indent=2) + "\n"
     md_text = render_report_markdown(report)
     run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / "report.json", json_text), atomic_write_text(
-        run_dir / "report.md", md_text
-    )
+    return atomic_write_text(run_dir / "report.json", json_text), atomic_write_text(run_dir / "report.md", md_text)

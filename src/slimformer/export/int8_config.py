@@ -46,19 +46,13 @@ class Int8Config:
     )
     optimize: bool = field(
         default=False,
-        metadata={
-            "help": "fuse attention/LayerNorm/GELU with ORT's transformer optimizer first; dynamic only"
-        },
+        metadata={"help": "fuse attention/LayerNorm/GELU with ORT's transformer optimizer first; dynamic only"},
     )
-    calibration_examples: int = field(
-        default=128, metadata={"help": "static: sequences used for calibration"}
-    )
+    calibration_examples: int = field(default=128, metadata={"help": "static: sequences used for calibration"})
     calibration_method: Literal["minmax", "entropy", "percentile"] = field(
         default="minmax", metadata={"help": "static: how activation ranges are chosen"}
     )
-    percentile: float = field(
-        default=99.999, metadata={"help": "static, percentile method: range percentile"}
-    )
+    percentile: float = field(default=99.999, metadata={"help": "static, percentile method: range percentile"})
     quant_format: Literal["qdq", "qoperator"] = field(
         default="qdq",
         metadata={"help": "static: QuantizeLinear/DequantizeLinear pairs, or QLinear* operators"},
@@ -69,17 +63,13 @@ class Int8Config:
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"Int8Config.{name}={getattr(self, name)!r}; expected one of {list(allowed)}"
-                )
+                raise ConfigError(f"Int8Config.{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.calibration_examples < 1:
             raise ConfigError(f"Int8Config.calibration_examples={self.calibration_examples}; expected >= 1")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"Int8Config.percentile={self.percentile}; expected a value in (50, 100]")
         if self.optimize and self.mode == "static":
-            raise ConfigError(
-                "Int8Config.optimize=True needs mode='dynamic' (ORT cannot static-quantize fused graphs)"
-            )
+            raise ConfigError("Int8Config.optimize=True needs mode='dynamic' (ORT cannot static-quantize fused graphs)")
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
 
     @classmethod
@@ -119,7 +109,5 @@ class Int8Config:
         d = {k: v for k, v in d.items() if k not in ("_type", "slimformer_version")}
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise ConfigError(
-                f"Int8Config: unknown key(s) {unknown}; expected some of {[f.name for f in fields(cls)]}"
-            )
+            raise ConfigError(f"Int8Config: unknown key(s) {unknown}; expected some of {[f.name for f in fields(cls)]}")
         return cls(**{**d, "exclude_nodes": tuple(d.get("exclude_nodes", ()))})

@@ -86,9 +86,7 @@ def _export_torchscript(wrapper: ExportWrapper, args: tuple[Tensor, ...], path: 
         )
 
 
-def _export_dynamo(
-    wrapper: ExportWrapper, args: tuple[Tensor, ...], path: Path, opset: int, max_len: int
-) -> None:
+def _export_dynamo(wrapper: ExportWrapper, args: tuple[Tensor, ...], path: Path, opset: int, max_len: int) -> None:
     spec = wrapper.spec
     batch = torch.export.Dim("batch_size")
     seq = torch.export.Dim("sequence_length", max=max_len)

@@ -50,15 +50,11 @@ def optimize_onnx(
     num_heads = num_heads or int(meta.get("slimformer.num_attention_heads", 0))
     hidden_size = hidden_size or int(meta.get("slimformer.hidden_size", 0))
     if not (num_heads and hidden_size):
-        raise ExportError(
-            f"{fp32_path}: pass num_heads and hidden_size (not recorded in the file's metadata)"
-        )
+        raise ExportError(f"{fp32_path}: pass num_heads and hidden_size (not recorded in the file's metadata)")
     level = logging.getLogger("onnxruntime.transformers").level
     logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)  # the optimizer logs every fusion
     try:
-        optimized = optimize_model(
-            str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
-        )
+        optimized = optimize_model(str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
     finally:
         logging.getLogger("onnxruntime.transformers").setLevel(level)
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}

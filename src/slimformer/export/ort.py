@@ -48,6 +48,7 @@ class OrtModel:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: ``graph_optimization_level`` is not one of ``disable|basic|extended|all``.
         ImportError: onnxruntime is not installed.
     """
 
@@ -76,9 +77,7 @@ class OrtModel:
         so.intra_op_num_threads = self.intra_op_num_threads
         so.inter_op_num_threads = inter_op_num_threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization_level]
-        )
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization_level])
         self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         self.input_names: tuple[str, ...] = tuple(i.name for i in self.session.get_inputs())
         self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
@@ -115,9 +114,7 @@ class OrtModel:
             out["token_type_ids"] = np.zeros_like(_as_int64(batch["input_ids"]))
         missing = [name for name in self.input_names if name not in out]
         if missing:
-            raise KeyError(
-                f"batch has no {missing}; the graph {self.path.name} needs {list(self.input_names)}"
-            )
+            raise KeyError(f"batch has no {missing}; the graph {self.path.name} needs {list(self.input_names)}")
         return {name: out[name] for name in self.input_names}
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:

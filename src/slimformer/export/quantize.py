@@ -4,12 +4,18 @@ Weights are int8 (symmetric, per output channel by default), activations uint8. 
 computes activation ranges at run time (``DynamicQuantizeMatMul`` kernels, VNNI on AVX-512 CPUs); *static*
 quantization fixes them from calibration batches (QDQ or QOperator graph).
 
-Choices, measured on MiniLM-L6 (2-core AVX-512 VNNI CPU, seq 128; see the export notes in the README):
-dynamic per-channel on the raw export is the fastest and closest to fp32 (mean-pooled embedding cosine 0.992
-vs 0.957 per-tensor); running ``quant_pre_process`` first changes nothing (ONNX shape inference runs inside
-the quantizer anyway and ORT's symbolic shape inference fails on this graph); static int8 is both slower and
-less accurate than dynamic on this encoder (activation outliers), and static quantization of a graph fused by
-the transformer optimizer is broken in onnxruntime 1.31 (QOperator crashes, QDQ becomes weight-only).
+Choices, measured on all-MiniLM-L6-v2 (2-core AVX-512 VNNI CPU, 2 threads, seq 128; fidelity = mean cosine of
+mean-pooled embeddings vs PyTorch fp32 on 256 SST-2 dev sentences):
+
+- dynamic, per-channel, on the unfused export (the default): cosine 0.992, 22.9 MB, the fastest variant;
+- per-tensor weights: same speed, cosine 0.957;
+- fusing first (``optimize=True``, ORT transformer optimizer): same cosine, no faster (often slower);
+- ``quant_pre_process`` first: nothing gained (ONNX shape inference already runs inside the quantizer, and
+  ORT's symbolic shape inference fails on this graph);
+- static (QDQ or QOperator, MinMax; entropy gave identical scales): no faster than dynamic, cosine 0.93;
+  keeping the FFN down-projections fp32 (``fp32_ffn_output``) restores 0.988 (QDQ) / 0.992 (QOperator) at
+  ~25% lower throughput and 33.5 MB. Static quantization of a *fused* graph is broken in onnxruntime 1.31
+  (QOperator crashes, QDQ degrades to weight-only ``MatMulNBits``), hence ``optimize`` is dynamic-only.
 """
 
 from __future__ import annotations
@@ -39,9 +45,7 @@ CalibrationBatches = Iterable[Mapping[str, np.ndarray]]
 
 def _op_types(config: Int8Config) -> list[str]:
     # Gemm (pooler / classifier, < 1% of the weights) stays fp32: ORT's dynamic path has no int8 Gemm.
-    return ["MatMul", "Attention"] + (
-        ["Gather", "EmbedLayerNormalization"] if config.quantize_embeddings else []
-    )
+    return ["MatMul", "Attention"] + (["Gather", "EmbedLayerNormalization"] if config.quantize_embeddings else [])
 
 
 def _excluded_nodes(src: Path, config: Int8Config) -> list[str]:
@@ -52,9 +56,7 @@ def _excluded_nodes(src: Path, config: Int8Config) -> list[str]:
 
         meta = read_metadata(src)
         if "slimformer.intermediate_size" not in meta:
-            raise ConfigError(
-                f"{src}: fp32_ffn_output needs a graph exported by slimformer.export.export_onnx"
-            )
+            raise ConfigError(f"{src}: fp32_ffn_output needs a graph exported by slimformer.export.export_onnx")
         shape = (int(meta["slimformer.intermediate_size"]), int(meta["slimformer.hidden_size"]))
         graph = onnx.load(str(src), load_external_data=False).graph
         weights = {i.name: tuple(i.dims) for i in graph.initializer}
@@ -87,9 +89,7 @@ def _quantize_static(src: Path, tmp: Path, config: Int8Config, batches: Calibrat
     )
 
     if batches is None:
-        raise ConfigError(
-            "static int8 needs calibration batches (dicts of input_ids / attention_mask arrays)"
-        )
+        raise ConfigError("static int8 needs calibration batches (dicts of input_ids / attention_mask arrays)")
     names = graph_input_names(src)
     feeds = _calibration_feeds(batches, names, config.calibration_examples)
     if not feeds:
@@ -127,9 +127,7 @@ def _quantize_static(src: Path, tmp: Path, config: Int8Config, batches: Calibrat
     )
 
 
-def _calibration_feeds(
-    batches: CalibrationBatches, names: tuple[str, ...], limit: int
-) -> list[dict[str, np.ndarray]]:
+def _calibration_feeds(batches: CalibrationBatches, names: tuple[str, ...], limit: int) -> list[dict[str, np.ndarray]]:
     """Graph inputs of the first ``limit`` rows of ``batches`` (int64; missing token_type_ids -> zeros)."""
     feeds, seen = [], 0
     for batch in batches:
@@ -139,9 +137,7 @@ def _calibration_feeds(
         feed = {}
         for name in names:
             value = batch.get(name)
-            feed[name] = (
-                np.zeros_like(ids) if value is None else np.asarray(value, dtype=np.int64)[: len(ids)]
-            )
+            feed[name] = np.zeros_like(ids) if value is None else np.asarray(value, dtype=np.int64)[: len(ids)]
         feeds.append(feed)
         seen += len(ids)
     return feeds
@@ -214,7 +210,5 @@ def quantize_static_int8(
     **kwargs: Any,
 ) -> Path:
     """Static int8 from calibration batches (see :func:`quantize_int8`); ``kwargs``: other config fields."""
-    config = Int8Config.static(
-        calibration_method=method, per_channel=per_channel, quant_format=quant_format, **kwargs
-    )
+    config = Int8Config.static(calibration_method=method, per_channel=per_channel, quant_format=quant_format, **kwargs)
     return quantize_int8(fp32_path, out_path, config, calibration_batches)

@@ -63,9 +63,7 @@ class OnnxSpec:
 
 def onnx_spec(model: SlimModel) -> OnnxSpec:
     """The :class:`OnnxSpec` of ``model``: ids, attention mask (+ segment ids) -> the head's outputs."""
-    inputs = ("input_ids", "attention_mask") + (
-        ("token_type_ids",) if uses_token_type_ids(model.config) else ()
-    )
+    inputs = ("input_ids", "attention_mask") + (("token_type_ids",) if uses_token_type_ids(model.config) else ())
     return OnnxSpec(inputs=inputs, outputs=OUTPUT_NAMES[model.head])
 
 

@@ -114,9 +114,7 @@ def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, expand)
 
 
-def _self_attention(
-    attn: nn.Module, x: Tensor, add_mask: Tensor, num_heads: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _self_attention(attn: nn.Module, x: Tensor, add_mask: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention scores with the HF ``*SelfAttention`` module's Q/K/V projections.
 
     Args:
@@ -240,12 +238,9 @@ def encoder_forward(
 def _check_keep(idx: Tensor, bsz: int, n_in: int, layer: int) -> None:
     if idx.dtype != torch.long or idx.dim() != 2 or idx.shape[0] != bsz:
         raise ValueError(
-            f"keep[{layer}] must be a (batch={bsz}, k) long tensor; "
-            f"got dtype {idx.dtype}, shape {tuple(idx.shape)}"
+            f"keep[{layer}] must be a (batch={bsz}, k) long tensor; got dtype {idx.dtype}, shape {tuple(idx.shape)}"
         )
     if idx.shape[1] < 1 or idx.shape[1] > n_in:
-        raise ValueError(
-            f"keep[{layer}] keeps {idx.shape[1]} rows; expected 1..{n_in} (rows entering layer {layer})"
-        )
+        raise ValueError(f"keep[{layer}] keeps {idx.shape[1]} rows; expected 1..{n_in} (rows entering layer {layer})")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_in):
         raise ValueError(f"keep[{layer}] has indices outside 0..{n_in - 1}")

@@ -157,7 +157,11 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     if path.is_dir():
         check_checkpoint_dir(path)
         return str(path)
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if path.exists() or path.is_absolute() or name.startswith((".", "~")):
+        raise ModelLoadError(
+            f"{name}: not a checkpoint folder (no such folder); model aliases: {sorted(MODEL_ALIASES)}"
+        )
+    if name.count("/") != 1:
         raise ModelLoadError(
             f"{name}: not a model alias {sorted(MODEL_ALIASES)}, a checkpoint folder, or a hub id of the form org/name"
         )
@@ -243,9 +247,7 @@ def load_pretrained(
     finally:
         hf_logging.set_verbosity(level)
     try:
-        tok = AutoTokenizer.from_pretrained(
-            path, use_fast=True, local_files_only=local, trust_remote_code=False
-        )
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
     return SlimModel(hf, head), tok
@@ -264,9 +266,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     check_checkpoint_dir(p)
     meta_path = p / META_FILE
     if not meta_path.is_file():
-        raise ModelLoadError(
-            f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)"
-        )
+        raise ModelLoadError(f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)")
     try:
         raw = read_json(meta_path)
     except (OSError, ValueError) as e:

@@ -73,8 +73,7 @@ class SlimModel(nn.Module):
         model_type = hf_model.config.model_type
         if model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(
-                f"model_type {model_type!r} is not supported; "
-                f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+                f"model_type {model_type!r} is not supported; expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
             )
         self.hf = hf_model
         self.head = HeadKind(head)
@@ -174,4 +173,3 @@ def _span_loss(start: Tensor, end: Tensor, start_pos: Tensor, end_pos: Tensor) -
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (elements) of ``model``."""
     return sum(p.numel() for p in model.parameters())
-

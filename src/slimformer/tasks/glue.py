@@ -88,9 +88,7 @@ def _label(spec: TaskSpec, value: str, path: Path, lineno: int, column: str) -> 
             score = math.nan
         lo, hi = _STSB_RANGE
         if not lo <= score <= hi:
-            raise DataError(
-                f"{path}:{lineno}: {column!r} is {value!r}, expected a number in [{lo:g}, {hi:g}]"
-            )
+            raise DataError(f"{path}:{lineno}: {column!r} is {value!r}, expected a number in [{lo:g}, {hi:g}]")
         return score
     assert spec.labels is not None
     if value not in spec.labels:
@@ -143,9 +141,7 @@ def read_glue(
     needed = spec.text_fields + ((spec.label_field,) if labelled and spec.label_field else ())
     missing = [c for c in needed if c not in header]
     if missing:
-        raise DataError(
-            f"{path}:1: header lacks column(s) {missing}; expected {list(needed)}, found {list(header)}"
-        )
+        raise DataError(f"{path}:1: header lacks column(s) {missing}; expected {list(needed)}, found {list(header)}")
     text_idx = [header.index(c) for c in spec.text_fields]
     label_idx = header.index(spec.label_field) if labelled and spec.label_field else None
     id_idx = header.index(spec.id_field) if spec.id_field in header else None

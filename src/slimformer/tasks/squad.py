@@ -189,9 +189,7 @@ def article_split(
     eval_titles = set(titles[:k])
     held = set(holdout_ids)
     held_paragraphs = {(ex.title, ex.context) for ex in examples if ex.id in held}
-    train = [
-        ex for ex in examples if ex.title not in eval_titles and (ex.title, ex.context) not in held_paragraphs
-    ]
+    train = [ex for ex in examples if ex.title not in eval_titles and (ex.title, ex.context) not in held_paragraphs]
     evaluation = [ex for ex in examples if ex.title in eval_titles]
     return train, evaluation
 

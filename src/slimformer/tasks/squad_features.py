@@ -146,8 +146,6 @@ def prepare_eval_features(
         seq_ids = enc.sequence_ids(i)
         feat = {k: enc[k][i] for k in keys}
         feat["example_id"] = examples[sample].id
-        feat["offset_mapping"] = [
-            tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], seq_ids)
-        ]
+        feat["offset_mapping"] = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], seq_ids)]
         features.append(feat)
     return features
