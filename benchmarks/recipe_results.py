@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="recipe name (recipes/<name>.yaml)")
     parser.add_argument("--run-dir", help="run folder (default: runs/<name>)")
     parser.add_argument("--restart", action="store_true", help="rerun every stage")
+    parser.add_argument("--rebench", action="store_true", help="re-time the run (benchmark stage) on this machine now")
     args = parser.parse_args(argv)
 
     from slimformer.api import compress
@@ -30,12 +31,18 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = ROOT / "recipes" / f"{args.name}.yaml"
     ctx = compress(recipe, run_dir=args.run_dir, restart=args.restart)
+    if args.rebench:
+        from slimformer.api import benchmark
+
+        bench_cfg = next(cfg for name, cfg in ctx.recipe.stages if name == "benchmark")
+        benchmark(ctx.run_dir, bench_cfg)
     report = read_json(ctx.run_dir / "report.json")
     finetune = next((o for k, o in ctx.outputs.items() if k.endswith("-finetune")), {})
     train_meta = read_json(Path(finetune["model_dir"]) / "slimformer.json")["applied"][0] if finetune else {}
     results = {
         "benchmark": args.name,
-        "command": f"SLIMFORMER_DATA=../shared/data python benchmarks/recipe_results.py {args.name}",
+        "command": f"SLIMFORMER_DATA=../shared/data python benchmarks/recipe_results.py {args.name}"
+        + (" --rebench" if args.rebench else ""),
         "recipe": f"recipes/{args.name}.yaml",
         "machine": report["machine"],
         "task": report["task"],

@@ -192,6 +192,11 @@ def benchmark_artifacts(
         iters_bs32=max(2, config.iters // 5),
         throughput_batch_size=max(config.batch_sizes),
     )
+    notes = {
+        "pytorch-fp32": "PyTorch eager, torch.inference_mode, fp32",
+        "onnxruntime-fp32": "ONNX Runtime CPU, fp32 graph (TorchScript exporter, all graph optimizations)",
+        "onnxruntime-int8": f"ONNX Runtime CPU, int8 {int8_mode} post-training quantization",
+    }
     rows = []
     for key, (label, _, size) in runtimes.items():
         m = metrics.get(key, {})
@@ -203,6 +208,7 @@ def benchmark_artifacts(
                 timing=timings[key],
                 size_mb=size,
                 seq_len=seq_len,
+                notes=notes.get(key, ""),
                 threads=threads,
                 metrics=m,
             )

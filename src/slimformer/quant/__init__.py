@@ -1,0 +1,52 @@
+"""Quantization primitives: stateless functions and granularity value objects (no modules, no state).
+
+Uniform k-bit (:func:`choose_qparams`, :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`), ternary
+(:func:`ternarize`, TWN), binary (:func:`binarize`, BWN), learned step size (:func:`lsq_quantize`, LSQ) and
+Quant-Noise (:func:`quant_noise`). See METHODS.md §4(b) and §5(b).
+"""
+
+from __future__ import annotations
+
+from slimformer.quant.granularity import (
+    Granularity,
+    GroupLayout,
+    PerGroup,
+    PerRow,
+    PerTensor,
+    group_layout,
+    to_groups,
+)
+from slimformer.quant.primitives import (
+    SUPPORTED_BITS,
+    binarize,
+    choose_qparams,
+    dequantize,
+    fake_quantize,
+    lsq_quantize,
+    quant_noise,
+    quant_range,
+    quantize,
+    ternarize,
+    ternary_codes,
+)
+
+__all__ = [
+    "Granularity",
+    "GroupLayout",
+    "PerGroup",
+    "PerRow",
+    "PerTensor",
+    "group_layout",
+    "to_groups",
+    "SUPPORTED_BITS",
+    "binarize",
+    "choose_qparams",
+    "dequantize",
+    "fake_quantize",
+    "lsq_quantize",
+    "quant_noise",
+    "quant_range",
+    "quantize",
+    "ternarize",
+    "ternary_codes",
+]
