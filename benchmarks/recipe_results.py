@@ -10,12 +10,13 @@ the machine and the training budget, and regenerates the README tables (``benchm
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_COMMON = ("train_examples", "epochs", "max_steps", "learning_rate", "batch_size", "max_seq_length", "seed")
+_TRAINING_KEYS = {False: _COMMON, True: (*_COMMON, "squad_split", "doc_stride")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": report["machine"],
         "task": report["task"],
         "metric": report["metric"],
-        "training": {k: train_meta.get(k) for k in ("train_examples", "epochs", "max_steps", "learning_rate",
-                                                     "batch_size", "max_seq_length", "seed", "squad_split")},
+        "training": {k: train_meta.get(k) for k in _TRAINING_KEYS[report["task"] == "squad"]},
         "rows": report["rows"],
     }
     for key in ("eval_split", "eval_examples", "int8", "timing"):

@@ -30,7 +30,17 @@ def render(results: dict) -> str:
         f"Machine: {machine}.  ",
     ]
     if budget:
-        lines.append(f"Training budget: {budget}.")
+        lines.append(f"Training budget: {budget}.  ")
+    per_row = [r for r in results["rows"] if len(r.get("metrics") or {}) > 2]  # more than the main metric
+    if per_row:
+        lines.append(
+            "All metrics: "
+            + "; ".join(
+                f"{r['name']}: " + ", ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items() if k != "main")
+                for r in per_row
+            )
+            + "."
+        )
     return "\n".join(lines)
 
 
