@@ -55,7 +55,7 @@ def model_meta(path: PathLike) -> ModelMeta:
 
 
 def _task_and_data(meta: ModelMeta, task: str | None, data: str | None) -> tuple[str, str]:
-    finetuned = next((a for a in meta.applied if a.get("stage") == "finetune"), {})
+    finetuned = meta.stage("finetune") or {}
     task = task or meta.task
     data = data or finetuned.get("data")
     if not task:
@@ -92,7 +92,7 @@ def evaluate(
     loaded = None if p.suffix == ".onnx" else load_model(p)  # checks the folder and its weights first
     meta = loaded.meta if loaded is not None else model_meta(p)
     task, data = _task_and_data(meta, task, data)
-    finetuned = next((a for a in meta.applied if a.get("stage") == "finetune"), {})
+    finetuned = meta.stage("finetune") or {}
     split_name = squad_split or finetuned.get("squad_split", "dev-article-split")
     _set_threads(cfg.threads)
     if p.suffix == ".onnx":

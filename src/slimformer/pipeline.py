@@ -28,7 +28,7 @@ def _meta_of(folder: Path) -> ModelMeta:
 
 
 def _training_data(meta: ModelMeta) -> tuple[str, str, dict[str, Any]]:
-    ft = next((a for a in meta.applied if a.get("stage") == "finetune"), None)
+    ft = meta.stage("finetune")
     if ft is None or not meta.task:
         raise ConfigError("the model's slimformer.json records no fine-tuning (task and data are needed)")
     return meta.task, ft["data"], ft

@@ -80,6 +80,10 @@ class ModelMeta:
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = 1
 
+    def stage(self, name: str) -> dict[str, Any] | None:
+        """The first record in :attr:`applied` of the stage ``name`` (e.g. ``"finetune"``), or ``None``."""
+        return next((a for a in self.applied if a.get("stage") == name), None)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> ModelMeta:
         """Build from a parsed ``slimformer.json``.
