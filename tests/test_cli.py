@@ -173,3 +173,33 @@ def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, capsy
     assert main(_finetune_args(tiny_model_dir, data, out, "--resume")) == 0
     assert str(seen["resume"]).endswith("checkpoint-2")
     assert (out / "model.safetensors").is_file()
+
+
+def test_resume_ignores_checkpoints_of_another_config(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """Checkpoints of an interrupted run with other hyper-parameters are not resumed (they are removed)."""
+    import slimformer.train.finetune as ft
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    out = tmp_path / "m"
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "save_model", crash)
+    assert main(_finetune_args(tiny_model_dir, data, out, "--resume")) == 130
+    assert (tmp_path / "m.checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.undo()
+
+    seen: dict[str, object] = {}
+    from transformers import Trainer
+
+    original = Trainer.train
+
+    def spy(self, resume_from_checkpoint=None, **kw):
+        seen["resume"] = resume_from_checkpoint
+        return original(self, resume_from_checkpoint=resume_from_checkpoint, **kw)
+
+    monkeypatch.setattr(Trainer, "train", spy)
+    assert main(_finetune_args(tiny_model_dir, data, out, "--resume", "--learning-rate", "1e-3")) == 0
+    assert seen["resume"] is None
+    assert (out / "model.safetensors").is_file()

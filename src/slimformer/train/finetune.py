@@ -17,7 +17,7 @@ import torch
 
 from slimformer.config import FinetuneConfig, resolve_data_path
 from slimformer.evaluate import evaluate_predictor, torch_predictor
-from slimformer.io import atomic_write_json
+from slimformer.io import atomic_write_json, read_json
 from slimformer.models import HeadKind, ModelMeta, load_pretrained, save_model
 from slimformer.tasks import get_task
 from slimformer.train.data import load_eval_set, load_train_features
@@ -113,7 +113,7 @@ def finetune(
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
     )
-    last = _last_checkpoint(ckpt) if resume else None
+    last = _prepare_checkpoints(ckpt, config, resume)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     metrics = evaluate_predictor(
@@ -142,6 +142,29 @@ def finetune(
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step)
+
+
+_CKPT_CONFIG = "slimformer-finetune.json"
+
+
+def _prepare_checkpoints(ckpt: Path, config: FinetuneConfig, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None; checkpoints that must not be resumed are removed first.
+
+    The config is recorded in ``ckpt/slimformer-finetune.json``: an interrupted run is resumed only with the
+    same config (the Trainer would otherwise restore another run's optimizer and schedule), and a fresh run
+    never mixes its checkpoints with older ones.
+    """
+    recorded = ckpt / _CKPT_CONFIG
+    current = config.model_dump(mode="json")
+    last = _last_checkpoint(ckpt)
+    same = recorded.is_file() and read_json(recorded) == current
+    if last is not None and not (resume and same):
+        if resume:
+            print(f"{ckpt}: checkpoints were written with another config; starting over")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        last = None
+    atomic_write_json(recorded, current)
+    return last
 
 
 def _last_checkpoint(ckpt: Path) -> Path | None:
