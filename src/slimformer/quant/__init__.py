@@ -3,6 +3,10 @@
 Uniform k-bit (:func:`choose_qparams`, :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`), ternary
 (:func:`ternarize`, TWN), binary (:func:`binarize`, BWN), learned step size (:func:`lsq_quantize`, LSQ) and
 Quant-Noise (:func:`quant_noise`). See METHODS.md §4(b) and §5(b).
+
+Low-bit QAT (:mod:`slimformer.quant.qat`): quantizer values (:class:`UniformWeight`, :class:`TernaryWeight`,
+:class:`BinaryWeight`, :class:`ActivationQuantizer`), :class:`FakeQuantLinear` / :class:`QuantizedLinear`, and the
+two phases :func:`prepare_qat_` / :func:`convert_qat_` with their :class:`QuantizationState`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ from slimformer.quant.granularity import (
     PerTensor,
     group_layout,
     to_groups,
+)
+from slimformer.quant.modules import (
+    ActivationQuantizer,
+    BinaryWeight,
+    FakeQuantLinear,
+    QuantizedLinear,
+    TernaryWeight,
+    UniformWeight,
+    WeightQuantizer,
 )
 from slimformer.quant.primitives import (
     SUPPORTED_BITS,
@@ -29,6 +42,7 @@ from slimformer.quant.primitives import (
     ternarize,
     ternary_codes,
 )
+from slimformer.quant.qat import QATConfig, QuantizationState, convert_qat_, prepare_qat_, qat_state, qat_targets
 
 __all__ = [
     "Granularity",
@@ -49,4 +63,17 @@ __all__ = [
     "quantize",
     "ternarize",
     "ternary_codes",
+    "ActivationQuantizer",
+    "BinaryWeight",
+    "FakeQuantLinear",
+    "QuantizedLinear",
+    "TernaryWeight",
+    "UniformWeight",
+    "WeightQuantizer",
+    "QATConfig",
+    "QuantizationState",
+    "convert_qat_",
+    "prepare_qat_",
+    "qat_state",
+    "qat_targets",
 ]
