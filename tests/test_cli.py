@@ -145,24 +145,24 @@ def test_bad_recipes(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()  # validation happens before anything is written
 
 
-def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, capsys, monkeypatch) -> None:
-    """An interrupted fine-tune keeps its Trainer checkpoints; --resume continues from the last one."""
+def _interrupted_finetune(model: Path, data: Path, out: Path, monkeypatch, *extra: str) -> None:
+    """Run a fine-tune that is interrupted after training (before the model is saved): checkpoints remain."""
     import slimformer.train.finetune as ft
-
-    data = write_sst2(tmp_path, SST2_ROWS)
-    out = tmp_path / "m"
 
     def crash(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ft, "save_model", crash)
-    assert main(_finetune_args(tiny_model_dir, data, out)) == 130
-    assert (tmp_path / "m.checkpoints" / "checkpoint-2").is_dir() and not out.exists()
+    assert main(_finetune_args(model, data, out, *extra)) == 130
+    assert (out.parent / f"{out.name}.checkpoints" / "checkpoint-2").is_dir() and not out.exists()
     monkeypatch.undo()
 
-    seen: dict[str, object] = {}
+
+def _spy_resume(monkeypatch) -> dict[str, object]:
+    """Record the ``resume_from_checkpoint`` the Trainer is called with (training still runs)."""
     from transformers import Trainer
 
+    seen: dict[str, object] = {}
     original = Trainer.train
 
     def spy(self, resume_from_checkpoint=None, **kw):
@@ -170,6 +170,15 @@ def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, capsy
         return original(self, resume_from_checkpoint=resume_from_checkpoint, **kw)
 
     monkeypatch.setattr(Trainer, "train", spy)
+    return seen
+
+
+def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """An interrupted fine-tune keeps its Trainer checkpoints; --resume continues from the last one."""
+    data = write_sst2(tmp_path, SST2_ROWS)
+    out = tmp_path / "m"
+    _interrupted_finetune(tiny_model_dir, data, out, monkeypatch)
+    seen = _spy_resume(monkeypatch)
     assert main(_finetune_args(tiny_model_dir, data, out, "--resume")) == 0
     assert str(seen["resume"]).endswith("checkpoint-2")
     assert (out / "model.safetensors").is_file()
@@ -177,29 +186,10 @@ def test_resume_uses_last_checkpoint(tmp_path: Path, tiny_model_dir: Path, capsy
 
 def test_resume_ignores_checkpoints_of_another_config(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
     """Checkpoints of an interrupted run with other hyper-parameters are not resumed (they are removed)."""
-    import slimformer.train.finetune as ft
-
     data = write_sst2(tmp_path, SST2_ROWS)
     out = tmp_path / "m"
-
-    def crash(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ft, "save_model", crash)
-    assert main(_finetune_args(tiny_model_dir, data, out, "--resume")) == 130
-    assert (tmp_path / "m.checkpoints" / "checkpoint-2").is_dir()
-    monkeypatch.undo()
-
-    seen: dict[str, object] = {}
-    from transformers import Trainer
-
-    original = Trainer.train
-
-    def spy(self, resume_from_checkpoint=None, **kw):
-        seen["resume"] = resume_from_checkpoint
-        return original(self, resume_from_checkpoint=resume_from_checkpoint, **kw)
-
-    monkeypatch.setattr(Trainer, "train", spy)
+    _interrupted_finetune(tiny_model_dir, data, out, monkeypatch, "--resume")
+    seen = _spy_resume(monkeypatch)
     assert main(_finetune_args(tiny_model_dir, data, out, "--resume", "--learning-rate", "1e-3")) == 0
     assert seen["resume"] is None
     assert (out / "model.safetensors").is_file()
