@@ -104,8 +104,16 @@ def _format_validation(prefix: str, err: ValidationError) -> str:
     return f"{prefix}{sep + loc if loc else ''}: {msg} (got {first.get('input')!r})"
 
 
+#: Modules whose import registers stages: the built-in ones, then one per method family (each package keeps its
+#: stage handler and config next to the method, e.g. ``slimformer.embeddings.stage``).
+STAGE_MODULES: list[str] = ["slimformer.stages"]
+
+
 def _ensure_stages_registered() -> None:
-    import slimformer.stages  # noqa: F401  (registers the built-in stages)
+    import importlib
+
+    for name in STAGE_MODULES:
+        importlib.import_module(name)
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
