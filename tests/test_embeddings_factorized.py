@@ -10,6 +10,7 @@ from conftest import make_tiny_model, tiny_config
 from slimformer.embeddings import (
     FactorizedEmbedding,
     has_tied_output_embeddings,
+    install_factorized_,
     rank_for_ratio,
     ratio_for_rank,
     replace_word_embeddings_,
@@ -129,7 +130,8 @@ def test_full_rank_swap_keeps_logits(arch: str) -> None:
     inputs = _inputs(model)
     with torch.no_grad():
         ref = model(**inputs).logits
-        new = replace_word_embeddings_(model, rank=model.config.hidden_size)
+        emb = model.base.embeddings.word_embeddings
+        new = install_factorized_(model, FactorizedEmbedding.from_embedding(emb, rank=model.config.hidden_size))
         got = model(**inputs).logits
     assert model.base.embeddings.word_embeddings is new
     assert new.padding_idx == model.config.pad_token_id
@@ -148,8 +150,10 @@ def test_low_rank_swap_runs_and_shrinks_by_the_ratio() -> None:
     with torch.no_grad():
         out = model(**_inputs(model))
     assert out.start_logits.shape == (2, 10) and torch.isfinite(out.start_logits).all()
-    with pytest.raises(ConfigError, match="FactorizedEmbedding"):
-        replace_word_embeddings_(model, rank)  # already factorised
+    with pytest.raises(ConfigError, match="already factorised"):
+        replace_word_embeddings_(model, rank)
+    with pytest.raises(ConfigError, match="rank 32 is invalid"):  # k >= d compresses nothing: refused here
+        replace_word_embeddings_(make_tiny_model("qa"), d)
 
 
 def test_tied_mlm_decoder_is_refused() -> None:

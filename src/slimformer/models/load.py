@@ -244,7 +244,8 @@ def load_pretrained(
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
-    if new_head or kwargs:  # a new task head is expected to be missing from the checkpoint: skip the load report
+    factorized = getattr(config, "slimformer_factorized_embeddings", None) is not None
+    if new_head or kwargs or factorized:  # expected missing weights (new head, factorised table): no load report
         hf_logging.set_verbosity_error()
     try:
         hf = _from_pretrained(path, head, **kwargs)
@@ -254,7 +255,12 @@ def load_pretrained(
         tok = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
-    return SlimModel(hf, head), tok
+    model = SlimModel(hf, head)
+    if local:  # structure HF cannot know (a factorised token-embedding table) is rebuilt from config.json
+        from slimformer.embeddings.transform import restore_factorized_embeddings_
+
+        restore_factorized_embeddings_(model, Path(path))
+    return model, tok
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
-__all__ = ["accuracy", "binary_f1", "matthews_corrcoef", "pearson", "spearman", "METRICS"]
+__all__ = ["accuracy", "binary_f1", "matthews_corrcoef", "pearson", "spearman", "roc_auc", "METRICS"]
 
 
 def _pair(predictions: ArrayLike, labels: ArrayLike, dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +149,33 @@ def spearman(predictions: ArrayLike, labels: ArrayLike) -> float:
     """
     x, y = _pair(predictions, labels, np.float64)
     return pearson(rankdata(x), rankdata(y))
+
+
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 = positive).
+
+    Computed as the Mann–Whitney statistic: the probability that a random positive scores above a random
+    negative, ties counting one half (``sklearn.metrics.roc_auc_score`` gives the same value).
+
+    Args:
+        scores: real-valued scores, shape ``(n,)`` (higher = more likely positive).
+        labels: gold labels in ``{0, 1}``, shape ``(n,)``.
+
+    Returns:
+        AUC in ``[0, 1]`` (0.5 = chance).
+
+    Raises:
+        ValueError: the arrays differ in length or are empty, a label is not 0/1, or one class is absent.
+    """
+    x, y = _pair(scores, labels, np.float64)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("roc_auc: labels must be 0 or 1")
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("roc_auc: needs at least one positive and one negative label")
+    ranks = rankdata(x)  # average ranks for ties
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
