@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         benchmark(ctx.run_dir, bench_cfg)
     report = read_json(ctx.run_dir / "report.json")
     finetune = next((o for k, o in ctx.outputs.items() if k.endswith("-finetune")), {})
-    train_meta = read_json(Path(finetune["model_dir"]) / "slimformer.json")["applied"][0] if finetune else {}
+    applied = read_json(Path(finetune["model_dir"]) / "slimformer.json")["applied"] if finetune else []
+    train_meta = next((a for a in applied if a.get("stage") == "finetune"), {})
     results = {
         "benchmark": args.name,
         "command": f"SLIMFORMER_DATA=../shared/data python benchmarks/recipe_results.py {args.name}"

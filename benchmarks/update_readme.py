@@ -16,6 +16,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _cell(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def render_columns(results: dict) -> str:
+    """A table of the ``columns`` a results file names (``[[key, header], ...]``), one line per row."""
+    cols = results["columns"]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k, _ in cols) + " |" for r in results["rows"]]
+    extra = results.get("deployed")
+    if extra:
+        from slimformer.bench.report import render_markdown_table
+
+        lines += [
+            "",
+            "Deployed (whole model, ONNX Runtime on CPU):",
+            "",
+            render_markdown_table(extra, results["metric"]),
+        ]
+    if results.get("notes"):
+        lines += ["", results["notes"]]
+    return "\n".join(lines)
+
+
 def render(results: dict) -> str:
     from slimformer.bench.report import render_markdown_table
 
@@ -23,8 +51,11 @@ def render(results: dict) -> str:
     machine = ", ".join(f"{k} {m[k]}" for k in ("cpu", "threads", "torch", "onnxruntime") if k in m)
     train = results.get("training") or {}
     budget = ", ".join(f"{k} {v}" for k, v in train.items() if v is not None)
+    table = (
+        render_columns(results) if "columns" in results else render_markdown_table(results["rows"], results["metric"])
+    )
     lines = [
-        render_markdown_table(results["rows"], results["metric"]).rstrip(),
+        table.rstrip(),
         "",
         f"Command: `{results['command']}`  ",
         f"Machine: {machine}.  ",

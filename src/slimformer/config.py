@@ -20,8 +20,12 @@ __all__ = [
     "QuantizeConfig",
     "BenchmarkConfig",
     "DATA_ENV",
+    "PREVIOUS_MODEL",
     "resolve_data_path",
 ]
+
+#: ``model:`` value meaning "the model folder written by the previous stage of the recipe".
+PREVIOUS_MODEL = "previous"
 
 #: Environment variable holding the data root (folder with glue_data/, squad_v1.1/, ...).
 DATA_ENV = "SLIMFORMER_DATA"
@@ -48,7 +52,11 @@ class StageConfig(BaseModel):
 class FinetuneConfig(StageConfig):
     """Fine-tune a pretrained encoder on a task with the Hugging Face Trainer (Accelerate underneath)."""
 
-    model: str = Field("minilm-l6", description="model alias (minilm-l6), local HF folder, or hub id")
+    model: str = Field(
+        "minilm-l6",
+        description="model alias (minilm-l6), local HF folder, hub id, or 'previous' (in a recipe: the model "
+        "written by an earlier stage, e.g. embeddings)",
+    )
     task: str = Field(..., description="task name: cola sst2 mrpc stsb qqp mnli qnli rte wnli squad")
     data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
     max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: the task's)")

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimformer.config import BenchmarkConfig, EvaluateConfig, ExportConfig, FinetuneConfig, QuantizeConfig
+from slimformer.config import (
+    PREVIOUS_MODEL,
+    BenchmarkConfig,
+    EvaluateConfig,
+    ExportConfig,
+    FinetuneConfig,
+    QuantizeConfig,
+)
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, read_json
 from slimformer.recipe import RunContext, register_stage
@@ -30,7 +37,8 @@ def _reusable_model(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
     if not (meta_path.is_file() and results.is_file() and (out / "model.safetensors").is_file()):
         return None
     applied = read_json(meta_path).get("applied", [])
-    recorded = {k: v for k, v in (applied[0] if applied else {}).items() if k not in ("stage", "train_examples")}
+    done = next((a for a in applied if a.get("stage") == "finetune"), {})
+    recorded = {k: v for k, v in done.items() if k not in ("stage", "train_examples")}
     if recorded != cfg.model_dump(mode="json"):
         return None
     return read_json(results)["metrics"]
@@ -41,6 +49,8 @@ def _finetune(ctx: RunContext, cfg: FinetuneConfig) -> dict[str, Any]:
     from slimformer.train.finetune import finetune
 
     out = ctx.stage_dir("finetune")
+    if cfg.model == PREVIOUS_MODEL:  # e.g. after an `embeddings` stage: fine-tune the model it wrote
+        cfg = cfg.model_copy(update={"model": _require(ctx, "model_dir", "finetune (model: previous)", "embeddings")})
     metrics = _reusable_model(out, cfg)
     if metrics is None:  # resume=True: an interrupted earlier attempt continues from its last checkpoint
         metrics = finetune(cfg, out, data_root=ctx.data_root, resume=True).metrics

@@ -19,6 +19,7 @@ from slimformer.config import FinetuneConfig, resolve_data_path
 from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json, read_json
 from slimformer.models import HeadKind, ModelMeta, load_pretrained, save_model
+from slimformer.models.load import META_FILE
 from slimformer.tasks import get_task
 from slimformer.train.data import load_eval_set, load_train_features
 
@@ -119,11 +120,12 @@ def finetune(
     metrics = evaluate_predictor(
         torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0
     )
+    record = {"stage": "finetune", **config.model_dump(mode="json"), "train_examples": len(train.examples)}
     meta = ModelMeta(
         head=model.head.value,
         task=spec.name,
         base_model=config.model,
-        applied=[{"stage": "finetune", **config.model_dump(mode="json"), "train_examples": len(train.examples)}],
+        applied=[*_prior_stages(config.model), record],
         seed=config.seed,
         max_seq_length=msl,
         labels=labels,
@@ -145,6 +147,12 @@ def finetune(
 
 
 _CKPT_CONFIG = "slimformer-finetune.json"
+
+
+def _prior_stages(model: str) -> list[dict[str, Any]]:
+    """The ``applied`` records of a slimformer model folder fine-tuned from (e.g. factorised embeddings), else []."""
+    meta = Path(model) / META_FILE
+    return list(read_json(meta).get("applied", [])) if meta.is_file() else []
 
 
 def _prepare_checkpoints(ckpt: Path, config: FinetuneConfig, resume: bool) -> Path | None:
