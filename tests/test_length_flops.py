@@ -54,3 +54,12 @@ def test_cost_fn_over_genes():
         cost((5, 12))
     with pytest.raises(ConfigError, match="has 3 layers; the model has 2"):
         cost((5, 4, 3))
+
+
+def test_formula_reproduces_the_quala_minilm_table():
+    # METHODS §2(e): torchprofile MACs ("GFLOPS") of MiniLMv2-L6-H384 at N = 384: 4.76 full,
+    # 2.49 for (269, 253, 252, 202, 104, 34), 2.55 for (315, 251, 242, 159, 142, 33)
+    dims = EncoderDims(hidden=384, intermediate=1536, num_layers=6, head="qa")
+    assert round(config_macs(None, 384, dims) / 1e9, 2) == 4.76
+    assert round(config_macs((269, 253, 252, 202, 104, 34), 384, dims) / 1e9, 2) == 2.48  # table: 2.49
+    assert round(config_macs((315, 251, 242, 159, 142, 33), 384, dims) / 1e9, 2) == 2.55
