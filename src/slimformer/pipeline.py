@@ -14,6 +14,7 @@ from typing import Any
 from slimformer.config import BenchmarkConfig, ExportConfig, QuantizeConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, read_json
+from slimformer.length.config import load_length_config, save_length_config
 from slimformer.models import ModelMeta, load_model
 from slimformer.models.load import META_FILE
 
@@ -44,6 +45,10 @@ def export_model(
 ) -> dict[str, Any]:
     """Export ``model_dir`` to ``out/model.onnx`` (fp32), check it against PyTorch, and copy tokenizer + metadata.
 
+    A length-adaptive model (its folder has ``length_config.json``) is exported with
+    :func:`slimformer.length.export.export_length_onnx`: the length configuration is a graph input whose default is
+    the saved configuration (copied to ``out``).
+
     Returns:
         ``{"export_dir", "onnx_fp32", "max_abs_diff", "size_mb"}`` (+ int8 outputs when ``config.int8`` is set).
 
@@ -56,8 +61,17 @@ def export_model(
     loaded = load_model(model_dir)
     out_dir = Path(out) if out else Path(model_dir) / "onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(loaded.model, out_dir / FP32_FILE, opset=config.opset, atol=config.atol)
-    diff = validate_outputs(loaded.model, fp32, atol=config.atol)
+    length_config = load_length_config(model_dir)
+    if length_config is None:
+        fp32 = export_onnx(loaded.model, out_dir / FP32_FILE, opset=config.opset, atol=config.atol)
+        diff = validate_outputs(loaded.model, fp32, atol=config.atol)
+    else:  # a length-adaptive model: the configuration is a graph input, the saved one its default
+        from slimformer.length.export import export_length_onnx, validate_length_outputs
+
+        fp32 = out_dir / FP32_FILE
+        export_length_onnx(loaded.model, fp32, length_config, opset=config.opset, atol=config.atol)
+        diff = validate_length_outputs(loaded.model, fp32, [length_config], atol=config.atol)
+        save_length_config(length_config, out_dir)
     loaded.tokenizer.save_pretrained(out_dir)
     meta = loaded.meta
     meta.applied.append({"stage": "export", **config.model_dump(mode="json"), "max_abs_diff": diff})

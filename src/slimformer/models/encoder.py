@@ -143,6 +143,7 @@ def encoder_forward(
     keep: Sequence[Tensor | None] | TokenSelector | None = None,
     capture: Capture | None = None,
     restore: bool = False,
+    layers: Sequence[int] | None = None,
 ) -> EncoderOutput:
     """Run a Hugging Face BERT-family base model layer by layer with the project's own loop.
 
@@ -162,16 +163,24 @@ def encoder_forward(
         capture: which internals to return (see :class:`Capture`).
         restore: Drop-and-Restore (Kim & Cho 2021, §3): return a full-length ``(B, N, D)`` buffer in which
             each dropped token holds the hidden state of the last layer that processed it.
+        layers: LayerDrop (Fan et al. 2019): the 0-based indices of the layers to run, strictly increasing;
+            the others are skipped (identity). ``None`` runs every layer. ``keep`` stays indexed by the
+            model's layer index (entries of skipped layers are ignored; a selector is called with the model's
+            index); per-layer captures and ``positions`` have one entry per layer that ran.
 
     Returns:
         :class:`EncoderOutput`.
 
     Raises:
-        ValueError: ``keep`` has a wrong number of entries, a wrong batch size or out-of-range indices.
+        ValueError: ``keep`` has a wrong number of entries, a wrong batch size or out-of-range indices;
+            ``layers`` is not strictly increasing within ``0..L-1``.
     """
     capture = capture or Capture()
-    layers = base.encoder.layer
-    num_layers = len(layers)
+    modules = base.encoder.layer
+    num_layers = len(modules)
+    run = list(range(num_layers)) if layers is None else [int(i) for i in layers]
+    if any(i < 0 or i >= num_layers for i in run) or any(a >= b for a, b in zip(run, run[1:])):
+        raise ValueError(f"layers={list(run)} must be strictly increasing indices within 0..{num_layers - 1}")
     if keep is not None and not callable(keep) and len(keep) != num_layers:
         raise ValueError(f"keep has {len(keep)} entries; expected one per layer ({num_layers})")
     if attention_mask is None:
@@ -188,7 +197,8 @@ def encoder_forward(
     if capture.hidden_states:
         out["hidden_states"].append(x)
 
-    for i, layer in enumerate(layers):
+    for i in run:
+        layer = modules[i]
         add_mask = extended_mask(mask, x.dtype)
         self_attn = layer.attention.self
         scores, probs, v = _self_attention(self_attn, x, add_mask, num_heads)

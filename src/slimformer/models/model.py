@@ -109,6 +109,7 @@ class SlimModel(nn.Module):
         keep: Sequence[Tensor | None] | TokenSelector | None = None,
         capture: Capture | None = None,
         restore: bool | None = None,
+        layers: Sequence[int] | None = None,
     ) -> TaskOutput:
         """Forward pass.
 
@@ -120,6 +121,7 @@ class SlimModel(nn.Module):
             capture: internals to return in ``output.encoder``.
             restore: Drop-and-Restore; defaults to ``True`` for QA (so logits exist for every token) and
                 ``False`` otherwise.
+            layers: LayerDrop, the indices of the layers to run (see :func:`encoder_forward`).
 
         Returns:
             :class:`TaskOutput`.
@@ -127,7 +129,14 @@ class SlimModel(nn.Module):
         if restore is None:
             restore = self.head is HeadKind.QA
         enc = encoder_forward(
-            self.base, input_ids, attention_mask, token_type_ids, keep=keep, capture=capture, restore=restore
+            self.base,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            keep=keep,
+            capture=capture,
+            restore=restore,
+            layers=layers,
         )
         # A bare encoder (HeadKind.NONE) has nothing but the encoder output to return.
         wants_encoder = capture is not None or keep is not None or self.head is HeadKind.NONE

@@ -1,0 +1,251 @@
+"""ONNX export of a length-adaptive model: one graph, every length configuration, any input length.
+
+Choice: the length configuration is a **graph input**, not a constant. The graph takes, besides ``input_ids``,
+``attention_mask`` (and ``token_type_ids`` for BERT), two optional inputs (:func:`~slimformer.length.selector.
+length_inputs`): ``length_ratios`` ``(L,)`` float32 and ``length_caps`` ``(L,)`` int64. At layer ``i`` it keeps
+the ``k_i = clip(min(ceil(r_i · N − 0.001), cap_i), 1, k_{i−1})`` most significant tokens (``N`` = real length of
+the longest row), computed inside the graph (``ReduceSum``/``Ceil``/``TopK``/``Sort``), so one exported file
+serves any input length and any configuration: a search result or a budget is picked per call with
+:func:`length_feeds`, without re-exporting. Both inputs are also initializers holding the configuration given
+at export (ONNX "overridable initializers"), so a caller that feeds only ids and mask (``OrtModel``, the
+benchmark, the int8 quantizer's calibration) runs that default configuration.
+
+Why not one export per configuration: a constant ``k`` per layer would fix the input length too (``k`` depends
+on ``N``), and a deployment that serves several budgets would need one file per budget and per length.
+
+No patching is needed: the selector is passed explicitly to the model's forward and computes ``k`` with tensor
+operations when traced (TorchScript exporter; the dynamo exporter cannot express a data-dependent ``k``).
+Parity with :func:`~slimformer.length.selector.forward_with_config` is checked per configuration by
+:func:`validate_length_outputs`. int8 dynamic quantization (``slimformer.export.quantize_dynamic_int8``) works
+on the graph unchanged (only ``MatMul`` weights are quantized).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import slimformer
+from slimformer.errors import ExportError
+from slimformer.export._proto import add_metadata, atomic_output
+from slimformer.export.onnx import export_mode
+from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
+from slimformer.length.config import LengthConfig
+from slimformer.length.selector import LengthSelector, forward_with_config, length_inputs
+from slimformer.models import HeadKind, SlimModel
+
+__all__ = ["LENGTH_INPUTS", "LengthExportWrapper", "export_length_onnx", "length_feeds", "validate_length_outputs"]
+
+#: Names of the extra graph inputs, in order.
+LENGTH_INPUTS = ("length_ratios", "length_caps")
+
+
+class LengthExportWrapper(nn.Module):
+    """``(*spec.inputs, length_ratios, length_caps)`` -> the head's outputs, with token selection traced in.
+
+    Args:
+        model: a classification or span-QA :class:`SlimModel`.
+        spec: its :class:`~slimformer.export.spec.OnnxSpec`.
+        restore: Drop-and-Restore (default: ``True`` for QA, ``False`` for classification).
+    """
+
+    def __init__(self, model: SlimModel, spec: OnnxSpec, restore: bool | None = None) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+        self.restore = model.head is HeadKind.QA if restore is None else restore
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
+        named = dict(zip(self.spec.inputs + LENGTH_INPUTS, args))
+        selector = LengthSelector(named["length_ratios"], named["length_caps"], named["attention_mask"])
+        out = self.model(
+            named["input_ids"],
+            named["attention_mask"],
+            named.get("token_type_ids"),
+            keep=selector,
+            restore=self.restore,
+        )
+        return tuple(getattr(out, name) for name in self.spec.outputs)
+
+
+def length_feeds(config: LengthConfig | None, num_layers: int) -> dict[str, np.ndarray]:
+    """The two extra ONNX inputs for ``config`` (``None``: the full model), as numpy arrays.
+
+    Raises:
+        ConfigError: ``config`` does not have ``num_layers`` layers.
+    """
+    ratios, caps = length_inputs(config, num_layers)
+    return {"length_ratios": ratios.numpy(), "length_caps": caps.numpy()}
+
+
+def _make_inputs_overridable(path: Path, defaults: dict[str, np.ndarray]) -> None:
+    """Add an initializer per length input holding its default (the input becomes optional to feed)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    names = {i.name for i in proto.graph.input}
+    for name, value in defaults.items():
+        if name not in names:
+            raise ExportError(f"{path}: the traced graph has no input {name!r}; cannot set its default")
+        proto.graph.initializer.append(numpy_helper.from_array(value, name))
+    onnx.save(proto, str(path))
+
+
+def export_length_onnx(
+    model: SlimModel,
+    out_path: str | os.PathLike[str],
+    config: LengthConfig | None = None,
+    *,
+    opset: int = 17,
+    restore: bool | None = None,
+    validate: bool = True,
+    validate_configs: Sequence[LengthConfig | None] = (),
+    atol: float = 1e-4,
+    trace_batch_size: int = 2,
+    trace_seq_len: int = 16,
+) -> Path:
+    """Export ``model`` with per-layer token selection to one ``.onnx`` file (see module notes).
+
+    Args:
+        model: the fp32 classification / QA model (its training flag is restored afterwards).
+        out_path: the file to write (atomically; a failed export leaves any previous file untouched).
+        config: the default length configuration stored in the graph (``None``: the full model).
+        opset: ONNX opset (TorchScript exporter).
+        restore: Drop-and-Restore (default: ``True`` for QA, ``False`` for classification).
+        validate: check with :func:`validate_length_outputs` before the rename, for ``config``, every entry of
+            ``validate_configs``, and the default (nothing fed).
+        validate_configs: further configurations to check.
+        atol: tolerance of the parity check.
+        trace_batch_size, trace_seq_len: dummy input shape for tracing (not fixed in the graph).
+
+    Returns:
+        ``out_path`` as a :class:`Path`.
+
+    Raises:
+        ConfigError: ``config`` does not fit the model. ExportError: the head is ``none``, or ONNX Runtime and
+            :func:`forward_with_config` differ by more than ``atol``.
+    """
+    if model.head is HeadKind.NONE:
+        raise ExportError("length-adaptive export needs a classification or QA head (got head 'none')")
+    out_path = Path(out_path)
+    num_layers = model.num_layers
+    defaults = length_feeds(config, num_layers)
+    spec = onnx_spec(model)
+    gen = DummyInputGenerator(model.config, seed=0)
+    dummy = gen.generate(spec.inputs, trace_batch_size, min(trace_seq_len, gen.max_seq_len))
+    args = tuple(dummy[n] for n in spec.inputs) + tuple(torch.from_numpy(defaults[n]) for n in LENGTH_INPUTS)
+    axes = spec.dynamic_axes
+    with atomic_output(out_path) as tmp:
+        with export_mode(model), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                LengthExportWrapper(model, spec, restore).eval(),
+                args,
+                str(tmp),
+                input_names=list(spec.inputs + LENGTH_INPUTS),
+                output_names=list(spec.outputs),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        _make_inputs_overridable(tmp, defaults)
+        add_metadata(
+            tmp,
+            {
+                "slimformer.version": slimformer.__version__,
+                "slimformer.head": model.head.value,
+                "slimformer.model_type": model.config.model_type,
+                "slimformer.exporter": "torchscript",
+                "slimformer.inputs": json.dumps(list(spec.inputs)),
+                "slimformer.outputs": json.dumps(list(spec.outputs)),
+                "slimformer.length_inputs": json.dumps(list(LENGTH_INPUTS)),
+                "slimformer.length_config": json.dumps((config or LengthConfig.full(num_layers)).to_dict()),
+                "slimformer.num_hidden_layers": str(num_layers),
+                "slimformer.num_attention_heads": str(model.config.num_attention_heads),
+                "slimformer.hidden_size": str(model.config.hidden_size),
+                "slimformer.intermediate_size": str(model.config.intermediate_size),
+            },
+        )
+        if validate:
+            configs = [config, *validate_configs]
+            validate_length_outputs(model, tmp, configs, atol=atol, restore=restore, default_config=config)
+    return out_path
+
+
+def _session(path: str | os.PathLike[str]):  # noqa: ANN202 - onnxruntime.InferenceSession
+    """A CPU session that does not log ORT's note on overridable initializers (they are intended here)."""
+    from slimformer.export.ort import require_onnxruntime
+
+    ort = require_onnxruntime()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def validate_length_outputs(
+    model: SlimModel,
+    onnx_path: str | os.PathLike[str],
+    configs: Sequence[LengthConfig | None],
+    *,
+    atol: float = 1e-4,
+    restore: bool | None = None,
+    default_config: LengthConfig | None | bool = False,
+    batch_sizes: Sequence[int] = (1, 3),
+    seq_lens: Sequence[int] = (7, 33),
+    seed: int = 0,
+) -> float:
+    """Compare ONNX Runtime with :func:`forward_with_config` for each configuration, batch size and length.
+
+    Every output is compared at every position (padded ones included). With ``default_config`` (a config or
+    ``None`` for the full model) the graph is also run without the length inputs and compared with it.
+
+    Returns:
+        The largest absolute difference seen.
+
+    Raises:
+        ExportError: a shape differs, or a difference exceeds ``atol`` (names the output, config and shape).
+    """
+    spec = onnx_spec(model)
+    session = _session(onnx_path)
+    gen = DummyInputGenerator(model.config, seed=seed)
+    runs: list[tuple[LengthConfig | None, bool]] = [(c, True) for c in configs]
+    if default_config is not False:
+        runs.append((default_config, False))
+    worst = 0.0
+    with export_mode(model):
+        for bsz in batch_sizes:
+            for n in sorted({min(s, gen.max_seq_len) for s in seq_lens}):
+                inputs = gen.generate(spec.inputs, bsz, n)
+                feeds = {k: v.numpy() for k, v in inputs.items()}
+                for config, feed_lengths in runs:
+                    ref = forward_with_config(
+                        model, **inputs, config=config or LengthConfig.full(model.num_layers), restore=restore
+                    )
+                    extra = length_feeds(config, model.num_layers) if feed_lengths else {}
+                    got = dict(zip(spec.outputs, session.run(list(spec.outputs), {**feeds, **extra})))
+                    for name in spec.outputs:
+                        expected = getattr(ref, name).float().numpy()
+                        where = f"config {config.values if config else 'full'}, batch {bsz}, seq_len {n}"
+                        if got[name].shape != expected.shape:
+                            raise ExportError(
+                                f"{onnx_path}: output {name!r} has shape {got[name].shape}, PyTorch "
+                                f"{expected.shape} ({where})"
+                            )
+                        diff = float(np.nan_to_num(np.abs(got[name] - expected), nan=np.inf).max(initial=0.0))
+                        if diff > atol:
+                            raise ExportError(
+                                f"{onnx_path}: output {name!r} differs from PyTorch by {diff:.3g} > atol {atol:g} "
+                                f"({where})"
+                            )
+                        worst = max(worst, diff)
+    return worst

@@ -1,0 +1,163 @@
+"""The ``length`` recipe stage: LengthDrop fine-tuning of an already fine-tuned model (LAT stage 2).
+
+Recipe use (after ``finetune``; trains ``ctx.latest("model_dir")``)::
+
+    stages:
+      - finetune: {epochs: 2}
+      - length: {epochs: 5, num_sandwich: 2, length_drop_ratio_bound: 0.2, layer_drop_prob: 0.2}
+
+The trained model is saved as an ordinary model folder with ``length_config.json`` holding the full-length
+configuration (every ratio 1); the evolutionary search then picks configurations for given budgets.
+Defaults follow METHODS.md §1(c) / §2(c) (LAT: 5 epochs, ``m = 2``, ``p = 0.2``, LayerDrop 0.2; learning rate
+3e-5 as in QuaLA-MiniLM, LAT used 2e-5 for GLUE and 5e-5 for SQuAD; no warm-up, no weight decay: HF defaults).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from slimformer.config import StageConfig, resolve_data_path
+from slimformer.errors import ConfigError
+from slimformer.io import atomic_write_json
+from slimformer.length.config import LengthConfig, save_length_config
+from slimformer.recipe import RunContext, register_stage
+
+__all__ = ["LengthStageConfig", "train_length_adaptive"]
+
+
+class LengthStageConfig(StageConfig):
+    """LengthDrop training with the sandwich rule and in-place distillation (Kim & Cho 2021)."""
+
+    task: str = Field(..., description="task name (must be the task the model was fine-tuned on)")
+    data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
+    seed: int = Field(42)
+    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: the model's)")
+    epochs: float = Field(5.0, gt=0, description="training epochs (LAT: 5)")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float = Field(3e-5, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_train_examples: int | None = Field(None, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+    squad_split: str = Field("dev-article-split")
+    doc_stride: int = Field(128, ge=1)
+    num_sandwich: int = Field(2, ge=0, description="random sub-models per step (sandwich rule)")
+    length_drop_ratio_bound: float = Field(0.2, ge=0, lt=1, description="LengthDrop: max fraction dropped per layer")
+    layer_drop_prob: float = Field(0.2, ge=0, lt=1, description="LayerDrop probability of the sub-models")
+    layer_drop_full: bool = Field(False, description="LayerDrop the full model too (the LAT code does)")
+    kl_direction: Literal["teacher_student", "student_teacher"] = Field(
+        "teacher_student", description="KL(p_full||p_sub) (textbook KD) or KL(p_sub||p_full) (the LAT code)"
+    )
+    min_length: int = Field(2, ge=1, description="floor of sampled lengths (tokens)")
+    logging_steps: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+def train_length_adaptive(
+    config: LengthStageConfig, model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, data_root=None
+) -> dict[str, Any]:
+    """Train ``model_dir`` with LengthDrop and save it to ``out`` with a full-length ``length_config.json``.
+
+    Returns:
+        ``{"model_dir", "metrics", "length_config", "steps"}``; ``metrics`` are the full-length dev metrics.
+
+    Raises:
+        ConfigError: the model was fine-tuned on another task, or has no classification / QA head.
+        DataError, ModelLoadError: missing data or model files.
+    """
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    from slimformer.length.evaluate import evaluate_config
+    from slimformer.length.trainer import LengthDropTrainer
+    from slimformer.models import HeadKind, load_model, save_model
+    from slimformer.tasks import get_task
+    from slimformer.train.data import load_eval_set, load_train_features
+    from slimformer.train.finetune import _ListDataset, checkpoint_dir
+
+    out = Path(out)
+    loaded = load_model(model_dir)
+    model, tok, meta = loaded.model, loaded.tokenizer, loaded.meta
+    spec = get_task(config.task)
+    if meta.task and meta.task != spec.name:
+        raise ConfigError(f"length: the model in {model_dir} was fine-tuned on {meta.task!r}, not {spec.name!r}")
+    if model.head is HeadKind.NONE:
+        raise ConfigError(f"length: the model in {model_dir} has no task head; LengthDrop needs task labels")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    data = resolve_data_path(config.data, data_root)
+    msl = config.max_seq_length or meta.max_seq_length or spec.max_seq_length
+    common = dict(max_seq_length=msl, squad_split=config.squad_split, doc_stride=config.doc_stride)
+    train = load_train_features(
+        spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common
+    )
+    dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir(out)),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    model.train()
+    trainer = LengthDropTrainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(train.features),
+        data_collator=DataCollatorWithPadding(tok),
+        processing_class=tok,
+        num_sandwich=config.num_sandwich,
+        length_drop_ratio_bound=config.length_drop_ratio_bound,
+        layer_drop_prob=config.layer_drop_prob,
+        layer_drop_full=config.layer_drop_full,
+        kl_direction=config.kl_direction,
+        min_length=config.min_length,
+        length_seed=config.seed,
+    )
+    result = trainer.train()
+    full = LengthConfig.full(model.num_layers)
+    metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
+    meta.applied.append({"stage": "length", **config.model_dump(mode="json"), "train_examples": len(train.examples)})
+    meta.max_seq_length = msl
+    save_model(model, tok, out, meta)
+    save_length_config(full, out)
+    atomic_write_json(
+        out / "eval_results.json",
+        {
+            "task": spec.name,
+            "split": dev.split,
+            "examples": len(dev.examples),
+            "metrics": metrics,
+            "length_config": full.to_dict(),
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+        },
+    )
+    return {"model_dir": str(out), "metrics": metrics, "length_config": full.to_dict(), "steps": result.global_step}
+
+
+@register_stage("length", LengthStageConfig, inherits=("task", "data", "seed"))
+def _length(ctx: RunContext, cfg: LengthStageConfig) -> dict[str, Any]:
+    model_dir = ctx.latest("model_dir")
+    if model_dir is None:
+        raise ConfigError("stage 'length' needs a model_dir from an earlier 'finetune' stage in the recipe")
+    outputs = train_length_adaptive(cfg, model_dir, ctx.stage_dir("length"), data_root=ctx.data_root)
+    return {**outputs, "task": cfg.task, "data": cfg.data}

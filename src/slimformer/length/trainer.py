@@ -1,0 +1,166 @@
+"""``LengthDropTrainer``: LAT training with the sandwich rule and in-place distillation.
+
+Paper: Kim & Cho, *Length-Adaptive Transformer*, ACL 2021 (https://arxiv.org/abs/2010.07003); METHODS.md §1(b)
+"Training step". Per mini-batch, ``m + 2`` passes (:func:`~slimformer.length.lengthdrop.sandwich`):
+
+1. the full model (no token dropping) on the task loss: ``L_full = CE`` (span QA: mean of start/end CE;
+   regression: MSE); its logits ``z_full`` are detached and become the in-place teacher;
+2. the smallest model and ``m`` random sub-models (LengthDrop + LayerDrop) on distillation only:
+   ``L_sub = KL(softmax(z_full) ‖ softmax(z_sub))`` (span QA: over sequence positions, start/end mean;
+   regression: MSE to ``z_full``);
+
+and the step minimises ``(L_full + Σ L_sub) / (m + 2)``.
+
+**KL direction.** The default ``kl_direction="teacher_student"`` is ``KL(p_full ‖ p_sub)``: the soft
+cross-entropy with the full model as target (minus its constant entropy), textbook KD (Hinton et al. 2015).
+Its gradient w.r.t. the sub-model logits is ``p_sub − p_full`` — the same shape as the task CE the full model
+is trained with, bounded, and mass-covering (the sub-model is pushed to keep every answer the full model
+considers). The LAT code computes ``KL(p_sub ‖ p_full)`` (pitfall §1(f).1), a mode-seeking objective whose
+gradient vanishes where ``p_sub`` is small even if the full model puts mass there;
+``kl_direction="student_teacher"`` reproduces it.
+
+**One backward.** Only ``compute_loss`` is overridden (STYLE.md §8): the ``m + 2`` losses are summed into one
+scalar and the Trainer runs one backward. The gradient is the one LAT accumulates pass by pass (the teacher
+logits are detached); the activations of all passes are alive at once, ``m + 2`` times those of one pass.
+No ``TrainerCallback`` is needed: the sandwich has no schedule over steps.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import Trainer
+
+from slimformer.distill.kl import Direction, check_direction
+from slimformer.distill.prediction import logits_kd, logits_mse
+from slimformer.length.config import LengthConfig
+from slimformer.length.lengthdrop import SubModel, sandwich
+from slimformer.length.selector import forward_with_config
+from slimformer.models import HeadKind, SlimModel, TaskOutput
+
+__all__ = ["LengthDropTrainer", "sandwich_loss"]
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_LABELS = ("labels", "start_positions", "end_positions")
+
+
+def _logits(model: SlimModel, out: TaskOutput) -> Tensor | tuple[Tensor, Tensor]:
+    return out.logits if model.head is HeadKind.CLASSIFICATION else (out.start_logits, out.end_logits)
+
+
+def _detach(z: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+    return z.detach() if isinstance(z, Tensor) else (z[0].detach(), z[1].detach())
+
+
+def sandwich_loss(
+    model: SlimModel,
+    inputs: dict[str, Tensor],
+    sub_models: list[SubModel],
+    *,
+    kl_direction: Direction = "teacher_student",
+) -> tuple[Tensor, dict[str, float]]:
+    """The loss of one sandwich step (see module notes).
+
+    Args:
+        model: a :class:`SlimModel` with a classification or QA head.
+        inputs: the batch: ``input_ids``/``attention_mask`` [``token_type_ids``] ``(B, N)`` and ``labels``
+            ``(B,)`` or ``start_positions``/``end_positions`` ``(B,)``.
+        sub_models: from :func:`~slimformer.length.lengthdrop.sandwich`; the first must be the full model
+            (``lengths is None``).
+        kl_direction: ``"teacher_student"`` (default, ``KL(p_full ‖ p_sub)``) or ``"student_teacher"``
+            (the LAT code).
+
+    Returns:
+        ``(loss, logs)``: the scalar ``(L_full + Σ L_sub) / (m + 2)`` and ``{"loss_full", "loss_kd"}`` floats
+        (``loss_kd`` is the mean of the sub-model losses).
+
+    Raises:
+        ValueError: the first sub-model is not the full model, or the batch has no labels.
+        ConfigError: unknown ``kl_direction``.
+    """
+    check_direction(kl_direction)
+    if not sub_models or sub_models[0].lengths is not None:
+        raise ValueError("the first sub-model of a sandwich must be the full model (lengths=None)")
+    feed = {k: inputs[k] for k in _INPUTS if k in inputs}
+    labels = {k: inputs[k] for k in _LABELS if k in inputs}
+    full = forward_with_config(model, **feed, config=None, layers=sub_models[0].layers, **labels)
+    if full.loss is None:
+        raise ValueError(f"the batch has none of {list(_LABELS)}; LengthDrop training needs task labels")
+    teacher = _detach(_logits(model, full))
+    regression = model.head is HeadKind.CLASSIFICATION and teacher.shape[-1] == 1
+    total, kd = full.loss, []
+    for sub in sub_models[1:]:
+        out = forward_with_config(model, **feed, config=LengthConfig.from_lengths(sub.lengths), layers=sub.layers)
+        student = _logits(model, out)
+        if regression:
+            kd.append(logits_mse(student, teacher))
+        else:
+            kd.append(logits_kd(student, teacher, direction=kl_direction))
+        total = total + kd[-1]
+    logs = {"loss_full": float(full.loss.detach())}
+    if kd:
+        logs["loss_kd"] = float(torch.stack([k.detach() for k in kd]).mean())
+    return total / len(sub_models), logs
+
+
+class LengthDropTrainer(Trainer):
+    """A Hugging Face ``Trainer`` whose ``compute_loss`` is the LAT sandwich step (nothing else overridden).
+
+    Args:
+        num_sandwich: ``m`` random sub-models per step (LAT: 2).
+        length_drop_ratio_bound: LengthDrop bound ``p`` (LAT: 0.2).
+        layer_drop_prob: LayerDrop probability of the sub-models (LAT: 0.2).
+        layer_drop_full: LayerDrop the full model too (the LAT code does; default ``False``, pitfall §1(f).2).
+        kl_direction: see module notes (default ``"teacher_student"``).
+        min_length: floor of sampled lengths (LAT: 2).
+        length_seed: seed of the sub-model sampler (``random.Random``; the global RNG is untouched).
+        *args, **kwargs: passed to ``Trainer``.
+
+    In evaluation mode (``model.training`` false) the loss is the full model's task loss.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        num_sandwich: int = 2,
+        length_drop_ratio_bound: float = 0.2,
+        layer_drop_prob: float = 0.2,
+        layer_drop_full: bool = False,
+        kl_direction: Direction = "teacher_student",
+        min_length: int = 2,
+        length_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        check_direction(kl_direction)
+        super().__init__(*args, **kwargs)
+        self.sandwich_kwargs = dict(
+            num_sandwich=num_sandwich,
+            ratio_bound=length_drop_ratio_bound,
+            layer_drop_prob=layer_drop_prob,
+            layer_drop_full=layer_drop_full,
+            min_length=min_length,
+        )
+        self.kl_direction = kl_direction
+        self.length_rng = random.Random(length_seed)
+        self.last_sandwich: list[SubModel] = []
+
+    def compute_loss(
+        self,
+        model: SlimModel,
+        inputs: dict[str, Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """The sandwich loss in training; the full model's task loss in evaluation."""
+        if not model.training:
+            feed = {k: v for k, v in inputs.items() if k in _INPUTS + _LABELS}
+            out = model(**feed)
+            return (out.loss, out) if return_outputs else out.loss
+        mask = inputs.get("attention_mask")
+        seq_len = int(mask.sum(dim=1).max()) if mask is not None else inputs["input_ids"].shape[1]
+        self.last_sandwich = sandwich(seq_len, model.num_layers, self.length_rng, **self.sandwich_kwargs)
+        loss, _ = sandwich_loss(model, inputs, self.last_sandwich, kl_direction=self.kl_direction)
+        return (loss, None) if return_outputs else loss

@@ -1,0 +1,144 @@
+"""ONNX export with the length configuration as a graph input: parity per configuration, defaults, int8."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from slimformer.errors import ConfigError, ExportError
+from slimformer.export import quantize_dynamic_int8
+from slimformer.export.spec import DummyInputGenerator, onnx_spec
+from slimformer.length import LengthConfig, forward_with_config
+from slimformer.length.export import LENGTH_INPUTS, _session, export_length_onnx, length_feeds
+
+pytest.importorskip("onnxruntime")
+
+CONFIGS = [
+    LengthConfig.from_ratios([0.8, 0.5, 0.3]),
+    LengthConfig.from_lengths([20, 9, 2]),
+    LengthConfig.from_ratios([0.05, 0.05, 0.05]),  # [CLS] only
+    None,
+]
+
+
+@pytest.fixture(scope="module", params=[("classification", "bert"), ("qa", "bert"), ("qa", "roberta")])
+def exported(request, tmp_path_factory):
+    head, arch = request.param
+    model = make_tiny_model(head, arch, num_labels=2, num_hidden_layers=3)
+    path = tmp_path_factory.mktemp("lat") / "model.onnx"
+    # export validates every configuration (ONNX Runtime vs forward_with_config) before the rename
+    export_length_onnx(model, path, CONFIGS[0], validate_configs=CONFIGS[1:], atol=1e-4)
+    return {"model": model, "path": path}
+
+
+def _run(path, model, bsz, n, config, feed=True, seed=3):
+    spec = onnx_spec(model)
+    inputs = DummyInputGenerator(model.config, seed=seed).generate(spec.inputs, bsz, n)
+    feeds = {k: v.numpy() for k, v in inputs.items()}
+    if feed:
+        feeds.update(length_feeds(config, model.num_layers))
+    got = dict(zip(spec.outputs, _session(path).run(list(spec.outputs), feeds)))
+    with torch.no_grad():
+        ref = forward_with_config(model, **inputs, config=config or LengthConfig.full(model.num_layers))
+    return got, {name: getattr(ref, name).numpy() for name in spec.outputs}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["ratios", "lengths", "cls-only", "full"])
+@pytest.mark.parametrize(("bsz", "n"), [(1, 5), (2, 40), (4, 17)])
+def test_parity_per_configuration_and_input_length(exported, config, bsz, n):
+    got, ref = _run(exported["path"], exported["model"], bsz, n, config)
+    for name in ref:
+        assert got[name].shape == ref[name].shape
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-4, rtol=0)
+
+
+def test_one_graph_serves_several_configurations(exported):
+    model, path = exported["model"], exported["path"]
+    outs = [_run(path, model, 2, 30, c)[0] for c in CONFIGS]
+    name = onnx_spec(model).outputs[0]
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert np.abs(outs[i][name] - outs[j][name]).max() > 1e-5  # the fed configuration is used
+
+
+def test_default_configuration_is_the_exported_one(exported):
+    model, path = exported["model"], exported["path"]
+    default, _ = _run(path, model, 3, 25, None, feed=False)
+    explicit, ref = _run(path, model, 3, 25, CONFIGS[0])
+    for name in ref:
+        np.testing.assert_array_equal(default[name], explicit[name])
+    session = _session(path)
+    assert [i.name for i in session.get_inputs()] == list(onnx_spec(model).inputs)
+    assert [i.name for i in session.get_overridable_initializers()] == list(LENGTH_INPUTS)
+
+
+def test_int8_dynamic_quantization_keeps_the_length_inputs(exported, tmp_path):
+    model, path = exported["model"], exported["path"]
+    int8 = quantize_dynamic_int8(path, tmp_path / "model.int8.onnx")
+    session = _session(int8)
+    assert [i.name for i in session.get_overridable_initializers()] == list(LENGTH_INPUTS)
+    fp32_out, _ = _run(path, model, 2, 20, CONFIGS[1])
+    int8_out, _ = _run(int8, model, 2, 20, CONFIGS[1])
+    default, _ = _run(int8, model, 2, 20, None, feed=False)
+    explicit, _ = _run(int8, model, 2, 20, CONFIGS[0])
+    for name in fp32_out:
+        np.testing.assert_allclose(int8_out[name], fp32_out[name], atol=0.05, rtol=0)
+        np.testing.assert_array_equal(default[name], explicit[name])
+
+
+def test_bad_configuration_and_head(tmp_path):
+    model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=3)
+    with pytest.raises(ConfigError, match="has 2 layers; the model has 3"):
+        export_length_onnx(model, tmp_path / "m.onnx", LengthConfig.from_lengths([4, 2]))
+    with pytest.raises(ExportError, match="head 'none'"):
+        export_length_onnx(make_tiny_model("none"), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_parity_failure_is_reported_and_nothing_written(tmp_path, monkeypatch):
+    import slimformer.length.export as lat_export
+
+    model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=3)
+    real = lat_export.forward_with_config
+
+    def shifted(*args, **kwargs):  # a PyTorch reference that disagrees with the graph
+        out = real(*args, **kwargs)
+        out.logits = out.logits + 1.0
+        return out
+
+    monkeypatch.setattr(lat_export, "forward_with_config", shifted)
+    with pytest.raises(ExportError, match=r"output 'logits' differs from PyTorch by 1 > atol"):
+        export_length_onnx(model, tmp_path / "m.onnx", CONFIGS[0])
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_recipe_finetune_length_export_quantize(tmp_path, tiny_model_dir):
+    from conftest import SST2_ROWS, write_sst2
+    from slimformer.length import load_length_config, save_length_config
+    from slimformer.recipe import parse_recipe, run_recipe
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    stages = [
+        {"finetune": {"max_steps": 1, "batch_size": 8, "max_seq_length": 16}},
+        {"length": {"max_steps": 1, "batch_size": 8, "num_sandwich": 1}},
+    ]
+    raw = {"name": "lat", "task": "sst2", "model": str(tiny_model_dir), "data": str(data), "stages": stages}
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp_path / "run", log=lambda s: None)
+    model_dir = ctx.outputs["1-length"]["model_dir"]
+    chosen = LengthConfig.from_lengths([6, 3])  # e.g. picked by the search for a budget
+    save_length_config(chosen, model_dir)
+    raw["stages"] = stages + [{"export": {"int8": "dynamic"}}]
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp_path / "run", log=lambda s: None)
+    out = ctx.outputs["2-export"]
+    assert out["max_abs_diff"] <= 1e-4
+    assert load_length_config(out["export_dir"]) == chosen
+    for key in ("onnx_fp32", "onnx_int8"):
+        session = _session(out[key])
+        assert [i.name for i in session.get_overridable_initializers()] == list(LENGTH_INPUTS)
+        import onnx
+        from onnx import numpy_helper
+
+        inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(out[key]).graph.initializer}
+        assert inits["length_caps"].tolist() == [6, 3] and inits["length_ratios"].tolist() == [1.0, 1.0]

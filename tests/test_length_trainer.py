@@ -1,0 +1,186 @@
+"""Sandwich loss with in-place distillation, LengthDropTrainer, and the ``length`` recipe stage end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from conftest import SST2_ROWS, make_tiny_model, write_sst2
+from slimformer.errors import ConfigError
+from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config
+from slimformer.length.trainer import LengthDropTrainer, sandwich_loss
+from slimformer.models import load_model
+from slimformer.recipe import parse_recipe, run_recipe
+
+SUBS = [
+    SubModel("full", None, None),
+    SubModel("smallest", (8, 6, 4), None),
+    SubModel("random", (10, 7, 7), (0, 2)),
+]
+
+
+def _batch(head: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 150, (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2, 8:] = 0
+    batch = {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask, "token_type_ids": 0 * ids}
+    if head == "qa":
+        batch["start_positions"] = torch.tensor([1, 3, 2, 5])
+        batch["end_positions"] = torch.tensor([2, 6, 2, 9])
+    else:
+        batch["labels"] = torch.tensor([0, 1, 2, 1])
+    return batch
+
+
+def _kl(p_log, q_log):  # KL(p || q) per row, from log-probabilities
+    return (p_log.exp() * (p_log - q_log)).sum(-1)
+
+
+def _expected(model, batch, direction):
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    full = model(**inputs)
+    qa = model.head.value == "qa"
+    teacher = (full.start_logits, full.end_logits) if qa else (full.logits,)
+    if qa:
+        task = (
+            F.cross_entropy(full.start_logits, batch["start_positions"])
+            + F.cross_entropy(full.end_logits, batch["end_positions"])
+        ) / 2
+    else:
+        task = F.cross_entropy(full.logits, batch["labels"])
+    total = task
+    for sub in SUBS[1:]:
+        out = forward_with_config(model, **inputs, config=LengthConfig.from_lengths(sub.lengths), layers=sub.layers)
+        student = (out.start_logits, out.end_logits) if qa else (out.logits,)
+        terms = []
+        for t, s in zip(teacher, student):
+            lt, ls = F.log_softmax(t.detach(), -1), F.log_softmax(s, -1)
+            terms.append((_kl(lt, ls) if direction == "teacher_student" else _kl(ls, lt)).mean())
+        total = total + sum(terms) / len(terms)
+    return total / len(SUBS)
+
+
+@pytest.mark.parametrize("head", ["classification", "qa"])
+@pytest.mark.parametrize("direction", ["teacher_student", "student_teacher"])
+def test_sandwich_loss_matches_hand_computation(head, direction):
+    model = make_tiny_model(head, "bert", num_labels=3 if head == "classification" else 2, num_hidden_layers=3)
+    batch = _batch(head)
+    loss, logs = sandwich_loss(model, batch, SUBS, kl_direction=direction)
+    expected = _expected(model, batch, direction)
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)
+    assert set(logs) == {"loss_full", "loss_kd"}
+    # gradients equal those of the hand-written loss (so the teacher logits really are detached)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    ref = torch.autograd.grad(_expected(model, batch, direction), params, allow_unused=True)
+    for a, b in zip(got, ref):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_directions_differ_and_regression_uses_mse():
+    model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=3)
+    with torch.no_grad():
+        model.hf.classifier.weight *= 200  # peaky distributions: the two KL directions differ visibly
+    batch = _batch("classification")
+    _, a = sandwich_loss(model, batch, SUBS, kl_direction="teacher_student")
+    _, b = sandwich_loss(model, batch, SUBS, kl_direction="student_teacher")
+    assert a["loss_full"] == b["loss_full"] and abs(a["loss_kd"] - b["loss_kd"]) > 1e-3 * a["loss_kd"] > 0
+    reg = make_tiny_model("classification", "bert", num_labels=1, num_hidden_layers=3)
+    batch["labels"] = torch.tensor([0.5, 1.0, -1.0, 2.0])
+    loss, _ = sandwich_loss(reg, batch, SUBS[:2])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    full = reg(**inputs).logits
+    small = forward_with_config(reg, **inputs, config=LengthConfig.from_lengths((8, 6, 4))).logits
+    expected = (F.mse_loss(full.squeeze(-1), batch["labels"]) + F.mse_loss(small, full.detach())) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_sandwich_loss_input_errors():
+    model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=3)
+    batch = _batch("classification")
+    with pytest.raises(ValueError, match="first sub-model of a sandwich must be the full model"):
+        sandwich_loss(model, batch, SUBS[1:])
+    with pytest.raises(ConfigError, match="unknown KL direction 'forward'"):
+        sandwich_loss(model, batch, SUBS, kl_direction="forward")
+    del batch["labels"]
+    with pytest.raises(ValueError, match="needs task labels"):
+        sandwich_loss(model, batch, SUBS)
+
+
+def test_trainer_compute_loss_runs_the_sampled_sandwich(tmp_path):
+    from transformers import TrainingArguments
+
+    model = make_tiny_model("qa", "bert", num_hidden_layers=3)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+        learning_rate=1e-3,
+    )
+    rows = [{k: v[i] for k, v in _batch("qa").items()} for i in range(4)]
+    trainer = LengthDropTrainer(
+        model=model, args=args, train_dataset=rows, num_sandwich=3, length_seed=1, layer_drop_prob=0.0
+    )
+    model.train()
+    loss = trainer.compute_loss(model, _batch("qa"))
+    subs = trainer.last_sandwich
+    assert [s.kind for s in subs] == ["full", "smallest", "random", "random", "random"]
+    assert subs[1].lengths == (10, 8, 7)  # N = 12 real tokens: ceil(9.6), ceil(8.0), ceil(6.4)
+    torch.testing.assert_close(loss, sandwich_loss(model, _batch("qa"), subs)[0])
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_length_stage_end_to_end(tmp_path: Path, tiny_model_dir: Path):
+    data = write_sst2(tmp_path, SST2_ROWS)
+    raw = {
+        "name": "lat",
+        "task": "sst2",
+        "model": str(tiny_model_dir),
+        "data": str(data),
+        "stages": [
+            {"finetune": {"max_steps": 1, "batch_size": 8, "max_seq_length": 16, "logging_steps": 1}},
+            {"length": {"max_steps": 2, "batch_size": 8, "num_sandwich": 1, "logging_steps": 1}},
+        ],
+    }
+    recipe = parse_recipe(yaml.safe_load(yaml.safe_dump(raw)))
+    cfg = recipe.stages[1][1]
+    assert (cfg.task, cfg.seed, cfg.length_drop_ratio_bound, cfg.kl_direction) == ("sst2", 42, 0.2, "teacher_student")
+    ctx = run_recipe(recipe, run_dir=tmp_path / "run", log=lambda s: None)
+    out = ctx.outputs["1-length"]
+    assert out["steps"] == 2 and 0.0 <= out["metrics"]["accuracy"] <= 1.0
+    model_dir = Path(out["model_dir"])
+    assert load_length_config(model_dir) == LengthConfig.full(2)
+    loaded = load_model(model_dir)
+    assert [a["stage"] for a in loaded.meta.applied] == ["finetune", "length"]
+    assert loaded.meta.max_seq_length == 16
+    finetuned = load_model(ctx.outputs["0-finetune"]["model_dir"]).model
+    assert any(not torch.equal(a, b) for a, b in zip(finetuned.parameters(), loaded.model.parameters()))
+    assert json.loads((model_dir / "eval_results.json").read_text())["steps"] == 2
+
+
+def test_length_stage_config_errors(tmp_path: Path):
+    base = {"name": "lat", "task": "sst2", "data": "x"}
+    with pytest.raises(ConfigError, match=r"length.layer_drop_prob"):
+        parse_recipe({**base, "stages": [{"length": {"layer_drop_prob": 1.0}}]})
+    with pytest.raises(ConfigError, match=r"length.kl_direction"):
+        parse_recipe({**base, "stages": [{"length": {"kl_direction": "forward"}}]})
+    with pytest.raises(ConfigError, match=r"length.num_sandwhich: unknown key"):
+        parse_recipe({**base, "stages": [{"length": {"num_sandwhich": 2}}]})
+    recipe = parse_recipe({**base, "stages": [{"length": {}}]})
+    with pytest.raises(ConfigError, match="stage 'length' needs a model_dir"):
+        run_recipe(recipe, run_dir=tmp_path, log=lambda s: None)
