@@ -1,6 +1,6 @@
 """SVD vs direction-aware autoencoder for the token-embedding table of minilm-l6 (issue 5, METHODS.md §3).
 
-    SLIMFORMER_DATA=../shared/data python benchmarks/embeddings.py [--ratios 2.5 5 10] [--restart]
+    SLIMFORMER_DATA=../shared/data python benchmarks/embeddings.py [--ratios 2.5 5 10] [--restart] [--rebench]
 
 For each method (svd, ae) and compression ratio of the table, runs ``recipes/embedding-<method>-sst2.yaml`` up to
 ``evaluate`` (compress the pretrained table, zero-shot checks, fine-tune on SST-2 with the recipe's budget, dev
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratios", type=float, nargs="+", default=[2.5, 5.0, 10.0])
     parser.add_argument("--restart", action="store_true", help="rerun every stage")
+    parser.add_argument("--rebench", action="store_true", help="re-time the deployed rows on this machine now")
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, budget = [], {}
     for name, method, ratio, full in plan:
         ctx = _run(_recipe(method, ratio, full), name, args.restart)
+        if full and args.rebench:
+            from slimformer.api import benchmark
+
+            benchmark(ctx.run_dir, next(cfg for stage, cfg in ctx.recipe.stages if stage == "benchmark"))
         rows.append(_row(name, method, ratio, ctx))
         ft = next(o for k, o in ctx.outputs.items() if k.endswith("-finetune"))
         applied = read_json(Path(ft["model_dir"]) / "slimformer.json")["applied"]
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     results = {
         "benchmark": "embeddings",
-        "command": "SLIMFORMER_DATA=../shared/data python benchmarks/embeddings.py",
+        "command": "SLIMFORMER_DATA=../shared/data python benchmarks/embeddings.py" + (" --rebench" * args.rebench),
         "recipes": ["recipes/embedding-ae-sst2.yaml", "recipes/embedding-svd-sst2.yaml"],
         "machine": machine_info(threads=None),
         "task": "sst2",
