@@ -72,12 +72,13 @@ def train_length_adaptive(
         ConfigError: the model was fine-tuned on another task, or has no classification / QA head.
         DataError, ModelLoadError: missing data or model files.
     """
-    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
     from slimformer.length.evaluate import evaluate_config
     from slimformer.length.trainer import LengthDropTrainer
     from slimformer.models import HeadKind, load_model, save_model
     from slimformer.tasks import get_task
+    from slimformer.train.args import training_arguments
     from slimformer.train.data import load_eval_set, load_train_features
     from slimformer.train.finetune import _ListDataset, checkpoint_dir
 
@@ -99,24 +100,7 @@ def train_length_adaptive(
         spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common
     )
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir(out)),
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
+    args = training_arguments(config, checkpoint_dir(out))
     model.train()
     trainer = LengthDropTrainer(
         model=model,

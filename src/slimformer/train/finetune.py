@@ -64,7 +64,9 @@ def finetune(
     Raises:
         ConfigError, DataError, ModelLoadError: bad task / data / model (one-line messages).
     """
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    from slimformer.train.args import training_arguments
 
     out = Path(out)
     spec = get_task(config.task)
@@ -85,28 +87,7 @@ def finetune(
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
 
     ckpt = checkpoint_dir(out)
-    args = TrainingArguments(
-        output_dir=str(ckpt),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=False,
-    )
+    args = training_arguments(config, ckpt, checkpoints=True, disable_tqdm=False)
     trainer = Trainer(
         model=model,
         args=args,

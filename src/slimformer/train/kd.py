@@ -156,8 +156,9 @@ def train_student(
     Raises:
         ConfigError, DataError: bad loss set for these models (before training), bad task or data.
     """
-    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
+    from slimformer.train.args import training_arguments
     from slimformer.train.data import load_train_features
     from slimformer.train.distill import DistillationTrainer
     from slimformer.train.finetune import _ListDataset
@@ -178,24 +179,7 @@ def train_student(
         seed=config.seed,
         **_task_options(teacher_meta),
     )
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
+    args = training_arguments(config, work_dir)
     trainer = DistillationTrainer(
         model=student,
         args=args,
