@@ -171,3 +171,46 @@ def test_quantized_folder_is_smaller_than_fp32(tmp_path: Path, tiny_tokenizer) -
     assert saved == pytest.approx(expected, rel=0.05)
     with torch.no_grad():
         assert model(**{"input_ids": torch.tensor([[5, 6, 7]])}).logits.shape == (1, 2)
+
+
+def test_recipe_stages_run_on_a_converted_model(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """finetune -> (a stand-in for the `qat` stage: prepare + convert + save_model) -> evaluate/export/benchmark."""
+    import functools
+
+    import yaml
+
+    import slimformer.bench.latency as latency
+    from slimformer.api import compress
+    from slimformer.config import StageConfig
+    from slimformer.models import load_model, save_model
+    from slimformer.recipe import STAGES, StageSpec
+
+    def convert_stage(ctx, cfg) -> dict:
+        loaded = load_model(ctx.latest("model_dir"))
+        convert_qat_(prepare_qat_(loaded.model, QATConfig()))
+        loaded.meta.applied.append({"stage": "qat"})
+        out = save_model(loaded.model, loaded.tokenizer, ctx.stage_dir("qat-stand-in"), loaded.meta)
+        return {"model_dir": str(out)}
+
+    monkeypatch.setitem(STAGES, "qat-stand-in", StageSpec("qat-stand-in", StageConfig, convert_stage))
+    monkeypatch.setattr(latency, "compare_runtimes", functools.partial(latency.compare_runtimes, min_time_s=0.01))
+    data = write_sst2(tmp_path, SST2_ROWS)
+    stages = [
+        {"finetune": {"max_steps": 2, "batch_size": 8, "save_steps": 1, "logging_steps": 1}},
+        {"qat-stand-in": {}},
+        {"evaluate": {}},
+        {"export": {}},
+        {"benchmark": {"batch_sizes": [1, 4], "seq_len": 16, "warmup": 1, "iters": 2, "threads": 1}},
+    ]
+    recipe = {"name": "tiny-qat", "task": "sst2", "model": str(tiny_model_dir), "data": str(data), "stages": stages}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    ctx = compress(path, run_dir=tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    outputs = {s["name"]: s["outputs"] for s in state["stages"]}
+    assert Path(outputs["export"]["onnx_int8"]).name == "model.int8.onnx"
+    assert outputs["export"]["quantization"]["label"] == "W2A8 ternary"
+    rows = json.loads((ctx.run_dir / "report.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["pytorch-fp32", "onnxruntime-int8"]
+    assert all("W2A8 ternary QAT" in r["name"] for r in rows)
+    assert rows[0]["metric_value"] == pytest.approx(outputs["evaluate"]["metrics"]["main"])
