@@ -102,6 +102,8 @@ def test_per_group_weights_are_refused_and_model_is_untouched(tmp_path: Path) ->
     assert [type(m) for m in model.modules()] == before
     assert sum(isinstance(m, QuantizedLinear) for m in model.modules()) == 13
     assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ExportError, match="TorchScript exporter only"):
+        export_onnx(_converted(TernaryWeight(), None), tmp_path / "m.onnx", dynamo=True)
 
 
 # --------------------------------------------------------------------------------------------- pipeline

@@ -149,7 +149,7 @@ def export_onnx(
 
     Raises:
         ExportError: the exported graph differs from PyTorch by more than ``atol``; a quantized Linear has
-            per-group weight scales (not exportable as one int8 matmul).
+            per-group weight scales (not exportable as one int8 matmul); ``dynamo=True`` for a quantized model.
         ImportError: onnx / onnxruntime are not installed (``pip install 'slimformer[onnx]'``).
     """
     out_path = Path(out_path)
@@ -158,6 +158,8 @@ def export_onnx(
     dummy = gen.generate(spec.inputs, trace_batch_size, min(trace_seq_len, gen.max_seq_len))
     args = tuple(dummy[name] for name in spec.inputs)
     quantization = summary_json(model)
+    if quantization and dynamo:
+        raise ExportError("a quantized model exports with the TorchScript exporter only (dynamo=False)")
     with atomic_output(out_path) as tmp:
         with export_mode(model), qdq_export_modules(model):
             wrapper = ExportWrapper(model, spec).eval()
