@@ -3,7 +3,6 @@ trained, converted model; the meta records what was applied; config errors are o
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from conftest import SST2_ROWS, write_sst2
 from kd_helpers import save_teacher
 from slimformer.errors import ConfigError
 from slimformer.models import load_model
-from slimformer.quant import QuantizedLinear, convert_qat_, prepare_qat_
+from slimformer.quant import QuantizedLinear
 from slimformer.quant.stage import QATStageConfig, SDQStageConfig, run_qat
 from slimformer.recipe import load_recipe, parse_recipe, run_recipe
 from slimformer.train.kd import evaluate_model
@@ -47,27 +46,22 @@ def test_qat_stage_saves_the_trained_converted_model(tmp_path: Path, teacher_and
     assert rec["teacher"] == str(teacher)
     assert json.loads((out / "eval_results.json").read_text())["metrics"] == res["metrics"]
 
-    state = load_file(out / "model.safetensors")
-    codes = {k: v for k, v in state.items() if k.endswith("weight_codes")}
-    assert len(codes) == 2 * 6 + 1 and not any(k.endswith("query.weight") for k in state)
-    assert all(set(v.unique().tolist()) <= {-1, 0, 1} for v in codes.values())
+    state = load_file(out / "model.safetensors")  # the fp32 tensors; the ternary codes are stored packed
+    packed = load_file(out / "quantized.safetensors")
+    assert len([k for k in packed if k.endswith("weight_packed")]) == 2 * 6 + 1
+    assert not any(k.endswith("query.weight") for k in state)
 
-    # rebuild the converted model from the teacher + saved tensors: same metrics as reported by the stage
+    # the saved folder loads back as the converted model the stage evaluated: same metrics, same logits twice
     loaded_teacher = load_model(teacher)
-    rebuilt = copy.deepcopy(loaded_teacher.model)
-    convert_qat_(prepare_qat_(rebuilt, cfg.qat_config()))
-    rebuilt.hf.load_state_dict(state, strict=True)
-    metrics = evaluate_model(rebuilt, loaded_teacher.tokenizer, cfg, teacher_meta=loaded_teacher.meta)
+    reloaded = load_model(out).model.eval()
+    assert sum(isinstance(m, QuantizedLinear) for m in reloaded.modules()) == 2 * 6 + 1
+    metrics = evaluate_model(reloaded, loaded_teacher.tokenizer, cfg, teacher_meta=loaded_teacher.meta)
     assert metrics == res["metrics"]
     # training moved the fp32 head away from the teacher's (the teacher itself is untouched on disk)
     assert not torch.equal(state["classifier.weight"], loaded_teacher.model.hf.classifier.weight)
-
-    # load_model of a converted folder is the deploy side's job (branch quant-deploy): check it when present
-    reloaded = load_model(out).model.eval()
-    if not any(isinstance(m, QuantizedLinear) for m in reloaded.modules()):
-        pytest.xfail("load_model does not rebuild QuantizedLinear modules yet (quant-deploy)")
     ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(reloaded(ids).logits, rebuilt.eval()(ids).logits, rtol=0, atol=0)
+    again = load_model(out).model.eval()
+    torch.testing.assert_close(reloaded(ids).logits, again(ids).logits, rtol=0, atol=0)
 
 
 def test_plain_int8_qat_then_sdq_int4_in_a_recipe(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -94,8 +88,8 @@ def test_plain_int8_qat_then_sdq_int4_in_a_recipe(tmp_path: Path, tiny_model_dir
     with pytest.raises(ConfigError, match=r"is already quantized \(stage 'qat'\); give a full-precision teacher"):
         run_qat(SDQStageConfig(task="sst2", data=str(data)), tmp_path / "x", teacher=tmp_path / "run" / "qat")
     for name, bound in (("qat", 127), ("sdq", 7)):
-        state = load_file(tmp_path / "run" / name / "model.safetensors")
-        codes = [v for k, v in state.items() if k.endswith("weight_codes")]
+        model = load_model(tmp_path / "run" / name).model
+        codes = [m.weight_codes for m in model.modules() if isinstance(m, QuantizedLinear)]
         assert len(codes) == 13 and max(int(c.abs().max()) for c in codes) <= bound
 
 

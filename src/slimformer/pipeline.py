@@ -57,9 +57,13 @@ def export_model(
     """
     from slimformer.bench.machine import file_size_mb
     from slimformer.export import export_onnx, validate_outputs
+    from slimformer.export.qdq import quantization_summary
 
     loaded = load_model(model_dir)
     out_dir = Path(out) if out else Path(model_dir) / "onnx"
+    summary = quantization_summary(loaded.model)
+    if summary is not None:
+        return _export_quantized(loaded, config, out_dir, summary)
     out_dir.mkdir(parents=True, exist_ok=True)
     length_config = load_length_config(model_dir)
     if length_config is None:
@@ -85,6 +89,34 @@ def export_model(
     if config.int8 != "none":
         result.update(quantize_model(fp32, QuantizeConfig(mode=config.int8), data_root=data_root))
     return result
+
+
+def _export_quantized(loaded: Any, config: ExportConfig, out_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """A quantized (QAT-converted) model: one QDQ graph with int8 weight codes, ``model.int8.onnx``."""
+    from slimformer.bench.machine import file_size_mb
+    from slimformer.export import export_onnx, validate_outputs
+
+    if config.int8 != "none":
+        raise ConfigError(
+            f"{loaded.path}: the model is already quantized ({summary['label']}); int8: {config.int8} (ONNX Runtime "
+            "PTQ) applies to fp32 models only, expected int8: none"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(loaded.model, out_dir / INT8_FILE, opset=config.opset, atol=config.qat_atol)
+    diff = validate_outputs(loaded.model, path, atol=config.qat_atol)
+    loaded.tokenizer.save_pretrained(out_dir)
+    meta = loaded.meta
+    meta.applied.append(
+        {"stage": "export", **config.model_dump(mode="json"), "max_abs_diff": diff, "quantization": summary}
+    )
+    atomic_write_json(out_dir / META_FILE, asdict(meta))
+    return {
+        "export_dir": str(out_dir),
+        "onnx_int8": str(path),
+        "max_abs_diff": diff,
+        "size_mb": file_size_mb(path),
+        "quantization": summary,
+    }
 
 
 def _calibration_batches(folder: Path, n: int, data_root: str | None) -> list[dict[str, Any]]:
@@ -173,13 +205,21 @@ def benchmark_artifacts(
         max_examples=config.max_eval_examples,
         squad_split=ft.get("squad_split", "dev-article-split"),
     )
+    from slimformer.export.qdq import quantization_summary
+
     runtimes: dict[str, tuple[str, Any, float]] = {}
+    qat = quantization_summary(loaded.model)
     if "pytorch-fp32" in config.runtimes:
-        runtimes["pytorch-fp32"] = ("teacher fp32", loaded.model.eval(), file_size_mb(model_dir))
-    int8_mode = _int8_mode(onnx_int8)
+        label = "teacher fp32" if qat is None else f"{qat['label']} QAT (PyTorch)"
+        runtimes["pytorch-fp32"] = (label, loaded.model.eval(), file_size_mb(model_dir))
+    int8_info = _int8_info(onnx_int8)
+    int8_mode = int8_info.get("mode", "")
+    int8_label = (
+        f"{int8_info.get('label', '')} QAT (ORT int8)" if int8_mode == "qat" else f"teacher int8 {int8_mode} PTQ (ORT)"
+    )
     for key, path, label in (
         ("onnxruntime-fp32", onnx_fp32, "teacher fp32 (ORT)"),
-        ("onnxruntime-int8", onnx_int8, f"teacher int8 {int8_mode} PTQ (ORT)"),
+        ("onnxruntime-int8", onnx_int8, int8_label),
     ):
         if key in config.runtimes and path:
             from slimformer.export import OrtModel
@@ -207,9 +247,13 @@ def benchmark_artifacts(
         throughput_batch_size=max(config.batch_sizes),
     )
     notes = {
-        "pytorch-fp32": "PyTorch eager, torch.inference_mode, fp32",
+        "pytorch-fp32": "PyTorch eager, torch.inference_mode, fp32"
+        + ("" if qat is None else "; weights dequantized from stored codes, activations fake-quantized"),
         "onnxruntime-fp32": "ONNX Runtime CPU, fp32 graph (TorchScript exporter, all graph optimizations)",
-        "onnxruntime-int8": f"ONNX Runtime CPU, int8 {int8_mode} post-training quantization",
+        "onnxruntime-int8": f"ONNX Runtime CPU, int8 {int8_mode} post-training quantization"
+        if int8_mode != "qat"
+        else "ONNX Runtime CPU, QDQ graph of the QAT model: int8 weight codes, dynamic int8 activations "
+        "(MatMulIntegerToFloat kernels)",
     }
     rows = []
     for key, (label, _, size) in runtimes.items():
@@ -247,15 +291,15 @@ def benchmark_artifacts(
     return {"report_json": str(js), "report_md": str(md), "rows": rows}
 
 
-def _int8_mode(path: PathLike | None) -> str:
-    """``dynamic`` / ``static`` as recorded in an int8 graph's metadata (``""`` when unknown)."""
+def _int8_info(path: PathLike | None) -> dict[str, Any]:
+    """The ``slimformer.int8`` metadata of an int8 graph: ``mode`` is ``dynamic`` / ``static`` (PTQ) or ``qat``."""
     if not path:
-        return ""
+        return {}
     import json
 
     from slimformer.export._proto import read_metadata
 
-    return json.loads(read_metadata(path).get("slimformer.int8", "{}")).get("mode", "")
+    return json.loads(read_metadata(path).get("slimformer.int8", "{}"))
 
 
 def benchmark_run(ctx: Any, config: BenchmarkConfig) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "factorize_embeddings_",
     "replace_word_embeddings_",
     "restore_factorized_embeddings_",
+    "build_factorized_structure_",
 ]
 
 #: Key of the factorised-embedding record in the Hugging Face ``config.json``.
@@ -168,6 +169,22 @@ def _embedding_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def build_factorized_structure_(model: SlimModel) -> FactorizedEmbedding | None:
+    """Install an uninitialised :class:`FactorizedEmbedding` as recorded in ``model``'s config (weights loaded later).
+
+    Returns:
+        The installed module, or None if the config records no factorisation.
+    """
+    record: dict[str, Any] | None = getattr(model.hf.config, RECORD_KEY, None)
+    if record is None:
+        return None
+    dense = model.base.embeddings.word_embeddings
+    module = FactorizedEmbedding.from_record(record, dtype=dense.weight.dtype)
+    module.train(dense.training)
+    model.base.embeddings.word_embeddings = module
+    return module
+
+
 def restore_factorized_embeddings_(model: SlimModel, folder: str | Path) -> FactorizedEmbedding | None:
     """Rebuild the factorised word embeddings recorded in ``model``'s config and load them from ``folder``.
 
@@ -200,11 +217,10 @@ def restore_factorized_embeddings_(model: SlimModel, folder: str | Path) -> Fact
             f"{folder}: config.json records factorised word embeddings but the weights hold a dense table"
         )
     try:
-        module = FactorizedEmbedding.from_record(record, dtype=model.base.embeddings.word_embeddings.weight.dtype)
+        module = build_factorized_structure_(model)
+        assert module is not None  # the record exists
         module.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, RuntimeError, ConfigError) as e:
         first = str(e).strip().splitlines()[0]
         raise ModelLoadError(f"{folder}: factorised word embeddings do not match {RECORD_KEY}: {first}") from e
-    module.train(model.base.embeddings.word_embeddings.training)
-    model.base.embeddings.word_embeddings = module
     return module

@@ -25,6 +25,7 @@ import slimformer
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.ort import OrtModel
+from slimformer.export.qdq import qdq_export_modules, summary_json
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
 from slimformer.models import Capture, HeadKind, SlimModel
 
@@ -127,6 +128,10 @@ def export_onnx(
     ``(batch_size, sequence_length)`` (QA), ``last_hidden_state`` ``(batch_size, sequence_length, hidden)``
     (bare encoder). Weights are stored inside the file (protobuf limit: 2 GB).
 
+    A QAT-converted model (:class:`~slimformer.quant.QuantizedLinear` modules) is exported as a QDQ graph with
+    int8 weight codes and its dynamic int8 activation quantizers (:mod:`slimformer.export.qdq`); its metadata
+    ``slimformer.int8`` records ``{"mode": "qat", ...}``.
+
     The file is written under a temporary name, checked with :func:`validate_outputs` when ``validate``, and
     only then renamed to ``out_path``: a failed export leaves any previous file untouched.
 
@@ -143,7 +148,8 @@ def export_onnx(
         ``out_path`` as a :class:`Path`.
 
     Raises:
-        ExportError: the exported graph differs from PyTorch by more than ``atol``.
+        ExportError: the exported graph differs from PyTorch by more than ``atol``; a quantized Linear has
+            per-group weight scales (not exportable as one int8 matmul); ``dynamo=True`` for a quantized model.
         ImportError: onnx / onnxruntime are not installed (``pip install 'slimformer[onnx]'``).
     """
     out_path = Path(out_path)
@@ -151,8 +157,11 @@ def export_onnx(
     gen = DummyInputGenerator(model.config, seed=0)
     dummy = gen.generate(spec.inputs, trace_batch_size, min(trace_seq_len, gen.max_seq_len))
     args = tuple(dummy[name] for name in spec.inputs)
+    quantization = summary_json(model)
+    if quantization and dynamo:
+        raise ExportError("a quantized model exports with the TorchScript exporter only (dynamo=False)")
     with atomic_output(out_path) as tmp:
-        with export_mode(model):
+        with export_mode(model), qdq_export_modules(model):
             wrapper = ExportWrapper(model, spec).eval()
             if dynamo:
                 _export_dynamo(wrapper, args, tmp, opset, gen.max_seq_len)
@@ -170,6 +179,7 @@ def export_onnx(
                 "slimformer.num_attention_heads": str(model.config.num_attention_heads),
                 "slimformer.hidden_size": str(model.config.hidden_size),
                 "slimformer.intermediate_size": str(model.config.intermediate_size),
+                **({"slimformer.int8": quantization} if quantization else {}),
             },
         )
         if validate:

@@ -2,7 +2,10 @@
 
 A saved slimformer model is a folder with ``config.json``, ``model.safetensors``, tokenizer files and
 ``slimformer.json`` (:class:`ModelMeta`: task, head, what was applied, seed, library versions). It loads
-back with :func:`load_model`, and the folder is also an ordinary Hugging Face checkpoint.
+back with :func:`load_model`, and the folder is also an ordinary Hugging Face checkpoint — except for a
+quantized model (QAT-converted Linears, quantized embeddings): its folder stores packed codes and scales in
+``quantized.safetensors`` with a ``compression_config.json`` (:mod:`slimformer.quant.storage`), and only
+:func:`load_model` rebuilds it.
 """
 
 from __future__ import annotations
@@ -219,28 +222,24 @@ def load_pretrained(
         ModelLoadError: see :func:`resolve_model_path`; the architecture is not BERT/RoBERTa/XLM-R; the
             weights or the tokenizer files are missing or unreadable.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from slimformer.quant.storage import COMPRESSION_FILE, is_quantized_folder
 
     head = HeadKind(head)
     path = resolve_model_path(name_or_path)
     local = Path(path).is_dir()
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: cannot read config.json: {e}") from e
-    if config.model_type not in SUPPORTED_ARCHITECTURES:
+    if local and is_quantized_folder(path):
         raise ModelLoadError(
-            f"{path}: model_type {config.model_type!r} is not supported; "
-            f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+            f"{path}: holds a quantized model ({COMPRESSION_FILE}: packed codes, no fp32 weights for the quantized "
+            "layers); load it with slimformer.models.load_model, not into an unquantized model"
         )
+    config = _read_config(path, local)  # checks the architecture before any weights are read
     kwargs: dict[str, Any] = {}
     if head is HeadKind.CLASSIFICATION and num_labels is not None:
         kwargs["num_labels"] = num_labels
         if labels is not None:
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
-    if local and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+    _check_tokenizer_files(path, local)
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -251,16 +250,61 @@ def load_pretrained(
         hf = _from_pretrained(path, head, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
-    try:
-        tok = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
     model = SlimModel(hf, head)
     if local:  # structure HF cannot know (a factorised token-embedding table) is rebuilt from config.json
         from slimformer.embeddings.transform import restore_factorized_embeddings_
 
         restore_factorized_embeddings_(model, Path(path))
-    return model, tok
+    return model, _load_tokenizer(path, local)
+
+
+def _read_config(path: str, local: bool) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot read config.json: {e}") from e
+    if config.model_type not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{path}: model_type {config.model_type!r} is not supported; "
+            f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+        )
+    return config
+
+
+def _check_tokenizer_files(path: str, local: bool) -> None:
+    if local and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+
+
+def _load_tokenizer(path: str, local: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
+
+
+def _load_quantized(path: Path, head: HeadKind | str) -> tuple[SlimModel, Any]:
+    """Build the architecture from ``config.json``, then rebuild its quantized modules and load every tensor."""
+    import transformers
+
+    from slimformer.quant.qat import _STATE_ATTR, QuantizationState
+    from slimformer.quant.storage import load_quantized_weights_
+
+    head = HeadKind(head)
+    config = _read_config(str(path), True)
+    _check_tokenizer_files(str(path), True)
+    hf = getattr(transformers, _AUTO_CLASS[head]).from_config(config).eval()
+    model = SlimModel(hf, head)
+    from slimformer.embeddings.transform import build_factorized_structure_
+
+    build_factorized_structure_(model)  # a factorised table (if recorded) must exist before the strict load
+    state = load_quantized_weights_(hf, path)
+    setattr(model, _STATE_ATTR, QuantizationState(state))
+    return model, _load_tokenizer(str(path), True)
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
@@ -282,7 +326,9 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{meta_path}: not valid JSON ({e})") from e
     meta = ModelMeta.from_dict(raw, str(meta_path))
-    model, tok = load_pretrained(p, meta.head)
+    from slimformer.quant.storage import is_quantized_folder
+
+    model, tok = _load_quantized(p, meta.head) if is_quantized_folder(p) else load_pretrained(p, meta.head)
     return LoadedModel(model=model, tokenizer=tok, meta=meta, path=p)
 
 
@@ -290,11 +336,30 @@ def save_model(model: SlimModel, tokenizer: Any, out: str | os.PathLike[str], me
     """Save weights (safetensors), config, tokenizer and ``slimformer.json`` to ``out`` atomically.
 
     The folder is written under a temporary name and renamed at the end, so an existing ``out`` is
-    replaced only by a complete model.
+    replaced only by a complete model. A model with quantized modules (after ``convert_qat_`` or
+    ``quantize_embeddings_``) is stored packed: ``model.safetensors`` (the other tensors),
+    ``quantized.safetensors`` and ``compression_config.json`` (:mod:`slimformer.quant.storage`).
+
+    Raises:
+        RuntimeError: the model is in QAT state PREPARED (fake-quant modules would be saved as plain fp32
+            weights, losing the quantizers): call ``convert_qat_`` first.
     """
+    from slimformer.quant.qat import QuantizationState, qat_state
+    from slimformer.quant.storage import quantized_modules, save_quantized_weights
+
+    state = qat_state(model)
+    if state is QuantizationState.PREPARED:
+        raise RuntimeError(
+            "cannot save a model in QAT state PREPARED; save needs state INITIALIZED or CONVERTED "
+            "(call convert_qat_(model) after training)"
+        )
     meta.versions = library_versions()
     with atomic_dir(out) as tmp:
-        model.hf.save_pretrained(tmp, safe_serialization=True)
+        if quantized_modules(model.hf):
+            model.hf.config.save_pretrained(tmp)
+            save_quantized_weights(model.hf, tmp, qat_state=state.value)
+        else:
+            model.hf.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / META_FILE, asdict(meta))
     return Path(out)

@@ -7,10 +7,15 @@ Quant-Noise (:func:`quant_noise`). See METHODS.md §4(b) and §5(b).
 Low-bit QAT (:mod:`slimformer.quant.qat`): quantizer values (:class:`UniformWeight`, :class:`TernaryWeight`,
 :class:`BinaryWeight`, :class:`ActivationQuantizer`), :class:`FakeQuantLinear` / :class:`QuantizedLinear`, and the
 two phases :func:`prepare_qat_` / :func:`convert_qat_` with their :class:`QuantizationState`.
+
+Deployment: :class:`QuantizedEmbedding` / :func:`quantize_embeddings_` (low-bit word-embedding table),
+:func:`pack_codes` / :func:`unpack_codes` (1/2/4/8-bit storage), :mod:`slimformer.quant.storage` (the packed
+folder format that ``save_model`` / ``load_model`` use) and :mod:`slimformer.quant.serialize` (quantizers as JSON).
 """
 
 from __future__ import annotations
 
+from slimformer.quant.embedding import QuantizedEmbedding, quantize_embeddings_
 from slimformer.quant.granularity import (
     Granularity,
     GroupLayout,
@@ -29,6 +34,7 @@ from slimformer.quant.modules import (
     UniformWeight,
     WeightQuantizer,
 )
+from slimformer.quant.packing import STORAGE_BITS, pack_codes, unpack_codes
 from slimformer.quant.primitives import (
     SUPPORTED_BITS,
     binarize,
@@ -76,4 +82,9 @@ __all__ = [
     "prepare_qat_",
     "qat_state",
     "qat_targets",
+    "QuantizedEmbedding",
+    "quantize_embeddings_",
+    "STORAGE_BITS",
+    "pack_codes",
+    "unpack_codes",
 ]
