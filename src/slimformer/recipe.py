@@ -106,7 +106,7 @@ def _format_validation(prefix: str, err: ValidationError) -> str:
 
 #: Modules whose import registers stages: the built-in ones, then one per method family (each package keeps its
 #: stage handler and config next to the method, e.g. ``slimformer.embeddings.stage``).
-STAGE_MODULES: list[str] = ["slimformer.stages"]
+STAGE_MODULES: list[str] = ["slimformer.stages", "slimformer.distill.stage", "slimformer.quant.stage"]
 
 
 def _ensure_stages_registered() -> None:
