@@ -174,17 +174,20 @@ def run_qat(
     """Quantization-aware training of a copy of ``teacher`` (``qat`` / ``sdq`` by the config class), saved to ``out``.
 
     Returns:
-        ``{"model_dir", "metrics", "bits", "kd_losses", "train_examples", "steps"}``; ``metrics`` are the
-        converted model's official dev metrics (PyTorch, fake-quant numerics == converted numerics).
+        ``{"model_dir", "quantized": True, "metrics", "bits", "kd_losses", "train_examples", "steps"}``;
+        ``metrics`` are the converted model's official dev metrics (PyTorch; fake-quant == converted numerics).
 
     Raises:
-        ConfigError: bad quantizer / loss set, teacher trained on another task. ModelLoadError: bad teacher
-        folder. DataError: missing data.
+        ConfigError: bad quantizer / loss set, teacher trained on another task or already quantized.
+        ModelLoadError: bad teacher folder. DataError: missing data.
     """
     from slimformer.models import save_model
 
     out = Path(out)
     loaded = load_teacher(teacher, config.task)
+    done = next((a["stage"] for a in loaded.meta.applied if a.get("stage") in ("qat", "sdq")), None)
+    if done is not None:
+        raise ConfigError(f"teacher {teacher} is already quantized (stage {done!r}); give a full-precision teacher")
     student = copy.deepcopy(loaded.model)  # own parameters: nothing aliases the frozen teacher
     callbacks = config.prepare(student)
     kd = config.loss()
@@ -219,6 +222,7 @@ def run_qat(
     )
     return {
         "model_dir": str(out),
+        "quantized": True,
         "metrics": metrics,
         "bits": bits,
         "kd_losses": kd.losses,
@@ -228,12 +232,15 @@ def run_qat(
 
 
 def _teacher_dir(ctx: RunContext, config: QATStageConfig) -> str:
-    teacher = config.teacher or ctx.latest("model_dir")
-    if teacher is None:
-        raise ConfigError(
-            f"stage {config.stage_name!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it"
-        )
-    return str(teacher)
+    """``teacher:``, else the most recent full-precision ``model_dir`` of the run (never a quantized one)."""
+    if config.teacher:
+        return config.teacher
+    for outputs in reversed(list(ctx.outputs.values())):
+        if "model_dir" in outputs and not outputs.get("quantized"):
+            return str(outputs["model_dir"])
+    raise ConfigError(
+        f"stage {config.stage_name!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it"
+    )
 
 
 def _handler(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
