@@ -110,6 +110,8 @@ STAGE_MODULES: list[str] = [
     "slimformer.stages",
     "slimformer.embeddings.stage",
     "slimformer.length.stage",
+    "slimformer.distill.stage",
+    "slimformer.quant.stage",
 ]
 
 

@@ -1,0 +1,252 @@
+"""Recipe stages ``qat`` (low-bit QAT with KD losses, METHODS §4) and ``sdq`` (Self-Distilled Quantization, §5).
+
+Both take the fine-tuned teacher (``teacher:`` or the previous stage's ``model_dir``), train a copy of it as the
+student with a :class:`~slimformer.train.distill.DistillationTrainer`, convert it
+(:func:`~slimformer.quant.convert_qat_`: ``QuantizedLinear`` codes + scales) and save it with
+:func:`~slimformer.models.save_model`. The ``applied`` entry of ``slimformer.json`` records the whole stage
+config, the resolved quantizers (``quantization``), the bit widths, the loss set and the seed.
+
+* ``qat`` defaults to KD-QAT's unified recipe: ternary (TWN) weights, 8-bit activations,
+  ``L_pred + L_rep + L_map + L_out`` (Kim et al., EMNLP 2022). Plain QAT without distillation:
+  ``kd_losses: {}`` and ``gt_weight: 1``.
+* ``sdq`` (OUR RECONSTRUCTION, see :mod:`slimformer.quant.sdq`): uniform int8 (or 4-bit) weights with
+  Quant-Noise on a scheduled fraction of weights, self-distilled from the fp32 starting model at the logits
+  and at every self-attention block (``logits_kd`` + ``sdq_attention_kl``), plus the ground-truth loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from slimformer.errors import ConfigError
+from slimformer.io import atomic_write_json
+from slimformer.quant.granularity import PerRow, PerTensor
+from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight
+from slimformer.quant.qat import QATConfig, convert_qat_, prepare_qat_
+from slimformer.recipe import RunContext, register_stage
+from slimformer.train.kd import KDTrainConfig, evaluate_model, load_teacher, student_meta, train_student
+
+__all__ = ["QATStageConfig", "SDQStageConfig", "WEIGHT_QUANTIZERS", "run_qat", "describe_qat_config"]
+
+#: Weight quantizer names -> (class, the bit width it implies or None for a chosen uniform width).
+WEIGHT_QUANTIZERS: dict[str, tuple[type, int | None]] = {
+    "ternary": (TernaryWeight, 2),  # TWN, values {-α, 0, +α} (TernaryBERT's weight_bits=2)
+    "binary": (BinaryWeight, 1),  # BWN, values {-α, +α}
+    "uniform": (UniformWeight, None),  # symmetric k-bit, k in SUPPORTED_BITS (2, 3, 4, 8)
+}
+_GRANULARITY = {"per_tensor": PerTensor, "per_row": PerRow}
+
+#: KD-QAT's unified Map + Output loss set, ``L_pred + L_rep + L_map + L_out`` with β = 1 (METHODS §4(b)).
+KD_QAT_MAP_OUTPUT = {"prediction": 1.0, "hidden_mse": 1.0, "attention_map_kl": 1.0, "attention_output_mse": 1.0}
+
+
+class QATStageConfig(KDTrainConfig):
+    """The ``qat`` stage: low-bit QAT of a copy of the teacher with KD losses (KD-QAT, arXiv:2211.11014)."""
+
+    stage_name: ClassVar[str] = "qat"
+
+    weight_quantizer: str = Field("ternary", description="ternary (TWN), binary (BWN) or uniform (k-bit)")
+    weight_bits: int | None = Field(
+        None, description="bits per weight: ternary 2, binary 1, uniform 2/3/4/8 (default: the quantizer's own)"
+    )
+    weight_granularity: Literal["default", "per_tensor", "per_row"] = Field(
+        "default", description="scale sharing (default: per tensor for ternary/binary, per row for uniform)"
+    )
+    weight_clip: float | Literal["default"] | None = Field(
+        "default", description="weight clip (default: ternary 2.5, binary STE 1.0, uniform none)"
+    )
+    act_bits: int | None = Field(8, description="bits of the Linear inputs (dynamic max-abs); null = weights only")
+    act_clip: float | None = Field(None, gt=0, description="activation pre-clip (KD-QAT: 2.5); null = none")
+    quantize_pooler: bool = Field(True, description="also quantize the pooler dense layer (KD-QAT does)")
+    kd_losses: dict[str, float] = Field(
+        default_factory=lambda: dict(KD_QAT_MAP_OUTPUT),
+        description="{loss name: weight}; default KD-QAT Map+Output: L_pred + L_rep + L_map + L_out",
+    )
+
+    @model_validator(mode="after")
+    def _check_quantizers(self) -> QATStageConfig:
+        self.qat_config()  # unknown quantizer / impossible bit width -> ConfigError at parse time
+        return self
+
+    def qat_config(self) -> QATConfig:
+        """The :class:`~slimformer.quant.QATConfig` these options describe.
+
+        Raises:
+            ConfigError: unknown ``weight_quantizer``; a bit width the quantizer cannot do; bad clip or bits.
+        """
+        if self.weight_quantizer not in WEIGHT_QUANTIZERS:
+            raise ConfigError(
+                f"weight_quantizer {self.weight_quantizer!r} is unknown; expected one of {sorted(WEIGHT_QUANTIZERS)} "
+                "(learned step size, LSQ, is a primitive only: no LSQ weight quantizer for QAT yet)"
+            )
+        cls, bits = WEIGHT_QUANTIZERS[self.weight_quantizer]
+        if bits is None and self.weight_bits is None:
+            raise ConfigError("weight_quantizer 'uniform' needs weight_bits (one of 2, 3, 4, 8)")
+        if bits is not None and self.weight_bits not in (None, bits):
+            raise ConfigError(
+                f"weight_quantizer {self.weight_quantizer!r} has {bits}-bit weights, "
+                f"got weight_bits={self.weight_bits} (use weight_quantizer: uniform for k-bit weights)"
+            )
+        kw: dict[str, Any] = {} if bits is not None else {"bits": self.weight_bits}
+        if self.weight_granularity != "default":
+            kw["granularity"] = _GRANULARITY[self.weight_granularity]()
+        if self.weight_clip != "default":
+            kw["clip"] = self.weight_clip
+        act = None if self.act_bits is None else ActivationQuantizer(bits=self.act_bits, clip=self.act_clip)
+        return QATConfig(weight=cls(**kw), activation=act, quantize_pooler=self.quantize_pooler)
+
+    def prepare(self, model: Any) -> list[Any]:
+        """Prepare ``model`` for QAT in place; returns the Trainer callbacks the method needs (none here)."""
+        prepare_qat_(model, self.qat_config())
+        return []
+
+
+class SDQStageConfig(QATStageConfig):
+    """The ``sdq`` stage: Quant-Noise QAT self-distilled from the fp32 model (OUR RECONSTRUCTION of SDQ, §5(b)).
+
+    ``L = gt_weight · CE + λ_out · τ² · KL(p_T^τ ‖ p_S^τ) + λ_att · sdq_attention_kl`` with
+    ``λ_out = kd_losses.logits_kd``, ``λ_att = kd_losses.sdq_attention_kl``. For the "attention output"
+    reading of the paper (METHODS §5(b) ambiguity) use ``kd_losses: {logits_kd: 1, attention_output_mse: 1}``.
+    """
+
+    stage_name: ClassVar[str] = "sdq"
+
+    weight_quantizer: str = Field("uniform", description="SDQ needs uniform k-bit weights (Quant-Noise)")
+    weight_bits: int | None = Field(8, description="bits per weight: 8 (the paper) or 4")
+    kd_losses: dict[str, float] = Field(
+        default_factory=lambda: {"logits_kd": 1.0, "sdq_attention_kl": 1.0},
+        description="{loss name: weight}; default: output KD + attention-map KL over all layers and heads",
+    )
+    gt_weight: float = Field(1.0, ge=0, description="weight of the ground-truth task loss")
+    temperature_squared: bool = Field(True, description="multiply logits_kd by temperature²")
+    noise_start: float = Field(0.25, ge=0, le=1, description="Quant-Noise rate at step 0 (fraction of weights)")
+    noise_end: float = Field(1.0, ge=0, le=1, description="Quant-Noise rate after the ramp")
+    noise_ramp: float = Field(0.5, ge=0, le=1, description="fraction of training steps over which the rate ramps")
+    noise_block_size: int = Field(1, ge=1, description="weights per Quant-Noise block (along the input axis)")
+
+    def qat_config(self) -> QATConfig:
+        """As :meth:`QATStageConfig.qat_config`, for uniform unclipped weights only (Quant-Noise).
+
+        Raises:
+            ConfigError: another quantizer or a weight clip; as :meth:`QATStageConfig.qat_config`.
+        """
+        if self.weight_quantizer != "uniform" or self.weight_clip not in ("default", None):
+            raise ConfigError(
+                f"sdq needs weight_quantizer: uniform without weight_clip (Quant-Noise on k-bit weights), "
+                f"got weight_quantizer={self.weight_quantizer!r}, weight_clip={self.weight_clip!r}"
+            )
+        return super().qat_config()
+
+    def prepare(self, model: Any) -> list[Any]:
+        from slimformer.quant.sdq import QuantNoiseCallback, QuantNoiseSchedule, prepare_quant_noise_
+
+        schedule = QuantNoiseSchedule(self.noise_start, self.noise_end, self.noise_ramp)
+        prepare_quant_noise_(model, self.qat_config(), p=schedule(0, 1), block_size=self.noise_block_size)
+        return [QuantNoiseCallback(schedule)]
+
+
+def describe_qat_config(config: QATConfig) -> dict[str, Any]:
+    """A JSON-able description of the quantizers of ``config`` (recorded in ``slimformer.json``)."""
+    w = config.weight
+    weight: dict[str, Any] = {
+        "quantizer": {TernaryWeight: "ternary", BinaryWeight: "binary", UniformWeight: "uniform"}[type(w)],
+        "bits": {TernaryWeight: 2, BinaryWeight: 1}.get(type(w), getattr(w, "bits", None)),
+        "granularity": type(w.granularity).__name__,
+        "clip": w.clip,
+    }
+    if isinstance(w, TernaryWeight):
+        weight["threshold_factor"] = w.threshold_factor
+    act = config.activation
+    return {
+        "weight": weight,
+        "activation": None if act is None else {"bits": act.bits, "clip": act.clip, "scale": "dynamic max-abs"},
+        "quantize_pooler": config.quantize_pooler,
+    }
+
+
+def run_qat(
+    config: QATStageConfig, out: str | Path, *, teacher: str | Path, data_root: str | None = None
+) -> dict[str, Any]:
+    """Quantization-aware training of a copy of ``teacher`` (``qat`` / ``sdq`` by the config class), saved to ``out``.
+
+    Returns:
+        ``{"model_dir", "quantized": True, "metrics", "bits", "kd_losses", "train_examples", "steps"}``;
+        ``metrics`` are the converted model's official dev metrics (PyTorch; fake-quant == converted numerics).
+
+    Raises:
+        ConfigError: bad quantizer / loss set, teacher trained on another task or already quantized.
+        ModelLoadError: bad teacher folder. DataError: missing data.
+    """
+    from slimformer.models import save_model
+
+    out = Path(out)
+    loaded = load_teacher(teacher, config.task)
+    done = next((a["stage"] for a in loaded.meta.applied if a.get("stage") in ("qat", "sdq")), None)
+    if done is not None:
+        raise ConfigError(f"teacher {teacher} is already quantized (stage {done!r}); give a full-precision teacher")
+    student = copy.deepcopy(loaded.model)  # own parameters: nothing aliases the frozen teacher
+    callbacks = config.prepare(student)
+    kd = config.loss()
+    run = train_student(
+        student,
+        loaded.model if kd.needs_teacher else None,
+        loaded.tokenizer,
+        config,
+        teacher_meta=loaded.meta,
+        work_dir=out.parent / f"{out.name}.trainer",
+        data_root=data_root,
+        callbacks=callbacks,
+    )
+    convert_qat_(student)
+    student.eval()
+    metrics = evaluate_model(student, loaded.tokenizer, config, teacher_meta=loaded.meta, data_root=data_root)
+    quantization = describe_qat_config(config.qat_config())
+    bits = {"weight": quantization["weight"]["bits"], "activation": config.act_bits}
+    record = {
+        "stage": config.stage_name,
+        "teacher": str(teacher),
+        "quantization": quantization,
+        "bits": bits,
+        "train_examples": run.train_examples,
+        "steps": run.steps,
+        "train_loss": run.train_loss,
+    }
+    save_model(student, loaded.tokenizer, out, student_meta(loaded.meta, config, record))
+    atomic_write_json(
+        out / "eval_results.json",
+        {"task": config.task, "metrics": metrics, "train_loss": run.train_loss, "steps": run.steps},
+    )
+    return {
+        "model_dir": str(out),
+        "quantized": True,
+        "metrics": metrics,
+        "bits": bits,
+        "kd_losses": kd.losses,
+        "train_examples": run.train_examples,
+        "steps": run.steps,
+    }
+
+
+def _teacher_dir(ctx: RunContext, config: QATStageConfig) -> str:
+    """``teacher:``, else the most recent full-precision ``model_dir`` of the run (never a quantized one)."""
+    if config.teacher:
+        return config.teacher
+    for outputs in reversed(list(ctx.outputs.values())):
+        if "model_dir" in outputs and not outputs.get("quantized"):
+            return str(outputs["model_dir"])
+    raise ConfigError(
+        f"stage {config.stage_name!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it"
+    )
+
+
+def _handler(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
+    out = ctx.stage_dir(config.stage_name)
+    return run_qat(config, out, teacher=_teacher_dir(ctx, config), data_root=ctx.data_root)
+
+
+register_stage("qat", QATStageConfig, inherits=("task", "data", "seed"))(_handler)
+register_stage("sdq", SDQStageConfig, inherits=("task", "data", "seed"))(_handler)

@@ -1,0 +1,227 @@
+"""Shared plumbing of the stages that train a student against a fine-tuned teacher (``distill``, ``qat``, ``sdq``).
+
+:class:`KDTrainConfig` holds the loss set and the training budget (the same options as
+:class:`~slimformer.config.FinetuneConfig`); :func:`train_student` runs a :class:`DistillationTrainer` on the
+task's training data; :func:`evaluate_model` scores a model with the official metric; :func:`student_meta`
+builds the ``slimformer.json`` record of the result (the teacher's history plus one ``applied`` entry).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+
+from slimformer.config import StageConfig, resolve_data_path
+from slimformer.errors import ConfigError
+from slimformer.models import LoadedModel, ModelMeta, SlimModel, load_model
+from slimformer.train.kd_loss import DistillationLoss
+
+__all__ = ["KDTrainConfig", "KDRun", "load_teacher", "train_student", "evaluate_model", "student_meta"]
+
+
+class KDTrainConfig(StageConfig):
+    """Loss set and training budget of a student trained against a teacher (base of the stage configs)."""
+
+    task: str = Field(..., description="task name; must be the teacher's task")
+    data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
+    seed: int = Field(42)
+    teacher: str | None = Field(
+        None, description="fine-tuned teacher folder (default: the model_dir of the previous stage)"
+    )
+    kd_losses: dict[str, float] = Field(
+        default_factory=dict, description="{loss name: weight}, names from slimformer.distill.losses.LOSSES"
+    )
+    gt_weight: float = Field(0.0, ge=0, description="weight of the ground-truth task loss")
+    temperature: float = Field(1.0, gt=0, description="temperature of logits_kd")
+    temperature_squared: bool = Field(False, description="multiply logits_kd by temperature²")
+    beta_map: float = Field(1.0, ge=0, description="unified_attention: weight of the attention-map KL")
+    beta_out: float = Field(1.0, ge=0, description="unified_attention: weight of the attention-output MSE")
+    layer_map: dict[int, int] | None = Field(
+        None, description="{student layer: teacher layer}, 0-based encoder layers (default: identity)"
+    )
+    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: teacher's)")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float = Field(2e-5, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_train_examples: int | None = Field(None, ge=1, description="cap on training examples (seeded subset)")
+    max_eval_examples: int | None = Field(None, ge=1, description="cap on evaluation examples")
+    logging_steps: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_losses(self) -> KDTrainConfig:
+        self.loss()  # unknown names, bad weights, nothing to train -> ConfigError (a ValueError) at parse time
+        return self
+
+    def loss(self) -> DistillationLoss:
+        """The :class:`DistillationLoss` these options describe."""
+        return DistillationLoss(
+            dict(self.kd_losses),
+            gt_weight=self.gt_weight,
+            temperature=self.temperature,
+            temperature_squared=self.temperature_squared,
+            beta_map=self.beta_map,
+            beta_out=self.beta_out,
+            layer_map=self.layer_map,
+        )
+
+
+@dataclass
+class KDRun:
+    """What :func:`train_student` did."""
+
+    train_examples: int
+    train_features: int
+    steps: int
+    train_loss: float
+
+
+def load_teacher(path: str | Path, task: str) -> LoadedModel:
+    """Load a fine-tuned teacher folder (:func:`load_model`) and check it was trained on ``task``.
+
+    Raises:
+        ModelLoadError: not a slimformer model folder. ConfigError: the teacher's task is not ``task``.
+    """
+    teacher = load_model(path)
+    if teacher.meta.task is not None and teacher.meta.task != task:
+        raise ConfigError(f"teacher {path} was fine-tuned on {teacher.meta.task!r}, not on task {task!r}")
+    return teacher
+
+
+def _task_options(meta: ModelMeta) -> dict[str, Any]:
+    ft = meta.stage("finetune") or {}
+    return {"squad_split": ft.get("squad_split", "dev-article-split"), "doc_stride": ft.get("doc_stride", 128)}
+
+
+def train_student(
+    student: SlimModel,
+    teacher: SlimModel | None,
+    tokenizer: Any,
+    config: KDTrainConfig,
+    *,
+    teacher_meta: ModelMeta,
+    work_dir: Path,
+    data_root: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> KDRun:
+    """Train ``student`` in place with a :class:`DistillationTrainer` on the task's training data.
+
+    Args:
+        student: the model to train (fp32, prepared for QAT, ...). teacher: the frozen teacher, or ``None``
+            for ground-truth-only training.
+        tokenizer: the tokenizer of both models. config: loss set and budget.
+        teacher_meta: the teacher's metadata (sequence length and SQuAD options default to its own).
+        work_dir: scratch folder for the Trainer (removed afterwards).
+        callbacks: extra ``TrainerCallback`` s (e.g. the Quant-Noise schedule).
+
+    Raises:
+        ConfigError, DataError: bad loss set for these models (before training), bad task or data.
+    """
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    from slimformer.train.data import load_train_features
+    from slimformer.train.distill import DistillationTrainer
+    from slimformer.train.finetune import _ListDataset
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    kd_loss = config.loss()
+    kd_loss.validate(student, teacher)  # before the data is read: config errors come first
+    msl = config.max_seq_length or teacher_meta.max_seq_length
+    data = resolve_data_path(config.data, data_root)
+    train = load_train_features(
+        config.task,
+        data,
+        tokenizer,
+        max_seq_length=msl,
+        max_examples=config.max_train_examples,
+        seed=config.seed,
+        **_task_options(teacher_meta),
+    )
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        args=args,
+        train_dataset=_ListDataset(train.features),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        teacher=teacher,
+        kd_loss=kd_loss,
+    )
+    try:
+        result = trainer.train()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    student.eval()
+    return KDRun(len(train.examples), len(train.features), result.global_step, float(result.training_loss))
+
+
+def evaluate_model(
+    model: SlimModel,
+    tokenizer: Any,
+    config: KDTrainConfig,
+    *,
+    teacher_meta: ModelMeta,
+    data_root: str | None = None,
+) -> dict[str, float]:
+    """Official dev metrics of ``model`` (fractions for GLUE, points for SQuAD), at the student's length."""
+    from slimformer.evaluate import evaluate_predictor, torch_predictor
+    from slimformer.train.data import load_eval_set
+
+    dev = load_eval_set(
+        config.task,
+        resolve_data_path(config.data, data_root),
+        tokenizer,
+        max_seq_length=config.max_seq_length or teacher_meta.max_seq_length,
+        max_examples=config.max_eval_examples,
+        **_task_options(teacher_meta),
+    )
+    return evaluate_predictor(
+        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tokenizer.pad_token_id or 0
+    )
+
+
+def student_meta(teacher_meta: ModelMeta, config: KDTrainConfig, record: dict[str, Any]) -> ModelMeta:
+    """The student's ``slimformer.json``: the teacher's head, task, labels and history, plus ``record``.
+
+    ``record`` is appended to ``applied`` after the stage's config (``config.model_dump``), so the
+    fine-tuning record that export and benchmark read (task data, SQuAD split) stays first.
+    """
+    entry = {"stage": record.get("stage"), **config.model_dump(mode="json"), **record}
+    return ModelMeta(
+        head=teacher_meta.head,
+        task=teacher_meta.task or config.task,
+        base_model=teacher_meta.base_model,
+        applied=[*teacher_meta.applied, entry],
+        seed=config.seed,
+        max_seq_length=config.max_seq_length or teacher_meta.max_seq_length,
+        labels=teacher_meta.labels,
+    )
