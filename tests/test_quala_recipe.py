@@ -20,6 +20,7 @@ from slimformer.io import read_json
 from slimformer.length import LengthConfig, forward_with_config, load_length_config
 from slimformer.length.flops import EncoderDims, config_flops
 from slimformer.length.ort import LengthOrtModel
+from slimformer.length.selection import gene_config
 from slimformer.models import load_model
 from slimformer.recipe import parse_recipe, run_recipe
 
@@ -68,11 +69,13 @@ def test_search_front_and_pick(run) -> None:
     assert front["search_split"]["examples"] == 24 and front["search_split"]["pool"] == 32
     assert Path(out["store"]).is_file() and front["search"]["new_evaluations"] == front["search"]["evaluated"]
     picked = Path(out["model_dir"])
+    saved = load_length_config(picked)
     assert (
-        load_length_config(picked)
-        == LengthConfig.from_lengths(chosen["length_config"])
-        == LengthConfig(lengths=tuple(out["length_config"]))
+        saved == gene_config(chosen["length_config"], "ratios", n) and out["length_config"] == chosen["length_config"]
     )
+    assert saved.ratios == tuple(v / 16 for v in chosen["length_config"])
+    assert saved.lengths_for(16) == tuple(chosen["length_config"])
+    assert chosen["saved_config"] == {"ratios": list(saved.ratios)}
     assert load_model(picked).meta.applied[-1]["stage"] == "search"
     assert load_length_config(out["searched_model_dir"]) == LengthConfig.full(2)  # the searched model is untouched
 
@@ -81,7 +84,7 @@ def test_exported_pick_runs_in_ort_with_parity(run) -> None:
     from slimformer.export.ort import OrtModel
 
     _, ctx = run
-    chosen = LengthConfig.from_lengths(ctx.outputs["3-search"]["length_config"])
+    chosen = gene_config(ctx.outputs["3-search"]["length_config"], "ratios", 16)
     exp = ctx.outputs["4-export"]
     model = load_model(ctx.outputs["3-search"]["model_dir"]).model
     rng = np.random.default_rng(0)
@@ -100,7 +103,8 @@ def test_exported_pick_runs_in_ort_with_parity(run) -> None:
         np.testing.assert_allclose(default, reference(chosen), atol=tol)
         np.testing.assert_array_equal(LengthOrtModel(path, chosen)(batch)["logits"], default)
         np.testing.assert_allclose(LengthOrtModel(path, None)(batch)["logits"], reference(None), atol=tol)
-    assert LengthOrtModel(exp["onnx_int8"], chosen).feeds(batch)["length_caps"].tolist() == list(chosen.lengths)
+    feeds = LengthOrtModel(exp["onnx_int8"], chosen).feeds(batch)
+    np.testing.assert_array_equal(feeds["length_ratios"], np.asarray(chosen.ratios, dtype=np.float32))
 
 
 def test_report_rows_and_plots(run) -> None:
@@ -140,7 +144,7 @@ def test_another_budget_replays_the_search(run, tmp_path) -> None:
     new = read_json(run_dir / "search" / "front.json")
     assert new["search"]["new_evaluations"] == 0 and new["budget"]["max_flops"] == budget
     assert new["selected"]["length_config"] == new["front"][-1]["length_config"]
-    assert load_length_config(run_dir / "search" / "model").lengths == tuple(new["selected"]["length_config"])
+    assert load_length_config(run_dir / "search" / "model").lengths_for(16) == tuple(new["selected"]["length_config"])
 
 
 def test_impossible_budget_is_a_one_line_error_and_nothing_is_lost(run, tmp_path, capsys) -> None:

@@ -9,7 +9,7 @@ LengthDrop training is worth it at equal FLOPs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ def rescore_front(
     eval_set: Any,
     timing_batch: Mapping[str, Any],
     *,
+    to_config: Callable[[Sequence[int]], LengthConfig] = LengthConfig.from_lengths,
     pad_token_id: int,
     batch_size: int,
     warmup: int,
@@ -38,6 +39,7 @@ def rescore_front(
         lengthdrop: :class:`~slimformer.length.ort.LengthOrtModel` of the LengthDrop model (int8).
         plain: the same for the model without LengthDrop, or ``None`` to skip the truncation comparison.
         eval_set: the report split (``TaskData``). timing_batch: batch-1 timing input ``(1, N)`` arrays.
+        to_config: gene -> :class:`LengthConfig` (absolute lengths, or ratios; see ``selection.gene_config``).
 
     Returns:
         One dict per point: ``length_config``, ``flops``, ``metric_search``, ``metric_value`` (report split,
@@ -51,7 +53,7 @@ def rescore_front(
     saved = lengthdrop.config, plain.config if plain is not None else None
     try:
         for p in front:
-            cfg = LengthConfig.from_lengths(p["length_config"])
+            cfg = to_config(p["length_config"])
             lengthdrop.set_config(cfg)
             value = evaluate_predictor(lengthdrop, eval_set, progress=False, **kw)
             truncated = None

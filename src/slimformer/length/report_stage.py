@@ -64,14 +64,18 @@ def _int8_mode(onnx_int8: str) -> Literal["dynamic", "static"]:
     return "static" if _metadata(onnx_int8, "slimformer.int8").get("mode") == "static" else "dynamic"
 
 
-def _check_pick_graph(onnx_int8: str | None, chosen: list[int]) -> None:
+def _values(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k in ("lengths", "ratios")}
+
+
+def _check_pick_graph(onnx_int8: str | None, chosen: Any) -> None:
     default = None
     if onnx_int8 and Path(onnx_int8).is_file():
-        default = _metadata(onnx_int8, "slimformer.length_config").get("lengths")
-    if default != list(chosen):
+        default = _values(_metadata(onnx_int8, "slimformer.length_config"))
+    if default != _values(chosen.to_dict()):
         raise ConfigError(
             f"length_benchmark needs an 'export' stage with int8 after 'search': the int8 graph {onnx_int8} has "
-            f"default lengths {default}, not the pick {list(chosen)}"
+            f"default length configuration {default}, not the pick {_values(chosen.to_dict())}"
         )
 
 
@@ -105,16 +109,18 @@ def run_length_benchmark(
     from slimformer.io import read_json
     from slimformer.length import report as rep
     from slimformer.length.artifacts import export_length_int8
-    from slimformer.length.config import LengthConfig
     from slimformer.length.flops import EncoderDims, config_flops
     from slimformer.length.ort import LengthOrtModel, full_length_batch
+    from slimformer.length.selection import gene_config
     from slimformer.models import load_model
     from slimformer.pipeline import export_model, quantize_model
     from slimformer.train.data import load_eval_set
 
     front = read_json(front_json)
-    chosen = LengthConfig.from_lengths(front["selected"]["length_config"])
-    _check_pick_graph(onnx_int8, list(chosen.lengths))
+    n, form = front["seq_len"], front["gene_form"]
+    gene = front["selected"]["length_config"]
+    chosen = gene_config(gene, form, n)
+    _check_pick_graph(onnx_int8, chosen)
     searched = load_model(front["searched_model"])
     meta, tok = searched.meta, searched.tokenizer
     teacher_dir = config.teacher or (meta.stage("distill") or {}).get("teacher")
@@ -124,7 +130,7 @@ def run_length_benchmark(
     mode = config.int8 or _int8_mode(onnx_int8)
     threads = config.threads or physical_cores()
     torch.set_num_threads(threads)
-    n, work = front["seq_len"], run_dir / "length_benchmark"
+    work = run_dir / "length_benchmark"
     quant = QuantizeConfig(mode=mode, calibration_examples=config.calibration_examples)
     teacher = load_model(teacher_dir)
     t_fp32 = export_model(teacher_dir, ExportConfig(), out=work / "teacher-onnx")["onnx_fp32"]
@@ -144,7 +150,9 @@ def run_length_benchmark(
         )
         plain = LengthOrtModel(s_int8, None, intra_op_num_threads=threads)
         sessions[f"student int8 {mode} PTQ, no LengthDrop (full length)"] = plain
-    pick_name = f"QuaLA student int8 {mode} PTQ, length config {tuple(chosen.lengths)}"
+    pick_name = f"QuaLA student int8 {mode} PTQ, length config {tuple(gene)}" + (
+        " as ratios" if form == "ratios" else ""
+    )
     pick = LengthOrtModel(onnx_int8, chosen, intra_op_num_threads=threads)
     sessions[pick_name] = pick
 
@@ -176,6 +184,7 @@ def run_length_benchmark(
         plain if config.truncation else None,
         eval_set,
         timing_1,
+        to_config=lambda g: gene_config(g, form, n),
         pad_token_id=pad,
         batch_size=config.eval_batch_size,
         warmup=config.warmup,
@@ -211,7 +220,7 @@ def run_length_benchmark(
         pick_name: (
             "onnxruntime-int8",
             config_flops(chosen, n, s_dims),
-            list(chosen.lengths),
+            list(gene),
             file_size_mb(onnx_int8),
             f"the exported pick; length inputs fed; search metric "
             f"{front['selected']['metric']:.4g} on the search split; selected by {front['selected']['selected_by']}",
@@ -239,6 +248,7 @@ def run_length_benchmark(
                 notes=notes,
                 flops=flops,
                 length_config=lengths,
+                length_form=form if lengths else None,
                 threads=threads,
                 metrics=metrics[key],
             )

@@ -81,6 +81,9 @@ class SearchStageConfig(LengthBudget, StageConfig):
     parents: int | None = Field(None, ge=1, description="None: breed from the whole front (LAT)")
     min_length: int = Field(2, ge=1, description="fewest tokens a layer keeps")
     length_drop_ratio: float = Field(0.2, ge=0, lt=1, description="smallest gene: this ratio dropped per layer")
+    gene_form: Literal["lengths", "ratios"] = Field(
+        "lengths", description="apply genes as absolute lengths (LAT) or as ratios of each input's length"
+    )
     min_cost: float | None = Field(None, ge=0, description="feasible cost lower bound (FLOPs or ms)")
     max_cost: float | None = Field(None, gt=0, description="feasible cost upper bound (FLOPs or ms)")
     int8: Literal["dynamic", "static"] = Field("dynamic", description="int8 PTQ of the graph that is timed")
@@ -145,8 +148,7 @@ def run_search(
     from slimformer.bench.machine import physical_cores
     from slimformer.length import selection as rep
     from slimformer.length.artifacts import copy_model_with_config, export_length_int8, model_fingerprint
-    from slimformer.length.config import LengthConfig
-    from slimformer.length.evaluate import metric_fn
+    from slimformer.length.evaluate import evaluate_config
     from slimformer.length.flops import cost_fn
     from slimformer.length.genes import initial_population
     from slimformer.length.search import evolutionary_search
@@ -188,7 +190,7 @@ def run_search(
         timing_batch = full_length_batch(model.config.vocab_size, n, 1, seed=config.seed)
 
         def ms_of(gene: tuple[int, ...]) -> float:
-            session.set_config(LengthConfig.from_lengths(gene))
+            session.set_config(rep.gene_config(gene, config.gene_form, n))
             return latency_ms(session, timing_batch, warmup=config.latency_warmup, iters=config.latency_iters)
 
         if budget.budget_ms is not None and config.min_cost is None:
@@ -206,7 +208,12 @@ def run_search(
         squad_split=ft.get("squad_split", "dev-article-split"),
         doc_stride=ft.get("doc_stride", 128),
     )
-    metric = metric_fn(model, split.data, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
+
+    def metric(gene: tuple[int, ...]) -> float:
+        cfg = rep.gene_config(gene, config.gene_form, n)
+        kw = {"batch_size": config.eval_batch_size, "pad_token_id": tok.pad_token_id or 0}
+        return evaluate_config(model, split.data, cfg, **kw)["main"]
+
     if config.cost == "latency":
         cost, cost_name = ms_of, f"ort-int8-{config.int8}-ms-bs1-N{n}-{threads}threads"
     else:
@@ -234,16 +241,18 @@ def run_search(
         seed=config.seed,
         store=out / "search.json",
         model_id=f"{model_dir.resolve()}#{model_fingerprint(model_dir)}",
-        metric_name=f"{spec.main_metric}@search-split(n={config.search_examples},seed={config.seed},N={n})",
+        metric_name=f"{spec.main_metric}@search-split(n={config.search_examples},seed={config.seed})"
+        f"/{config.gene_form}@N={n}",
         cost_name=cost_name,
         progress=config.progress,
     )
     points = rep.front_points(result, config.cost, flops_of, ms_of if session is not None else None)
     reference = rep.reference_metric(config, result, split, meta, data_root)
     chosen = rep.pick(points, budget, config.cost, reference["metric"], spec.name)
-    lengths = LengthConfig.from_lengths(chosen["length_config"])
-    record = {"stage": "search", "length_config": list(lengths.lengths), "budget": budget.model_dump(), **chosen}
-    picked_dir = copy_model_with_config(model_dir, out / "model", lengths, record)
+    picked = rep.gene_config(chosen["length_config"], config.gene_form, n)
+    chosen["saved_config"] = {k: v for k, v in picked.to_dict().items() if k in ("lengths", "ratios")}
+    record = {"stage": "search", "budget": budget.model_dump(), "gene_form": config.gene_form, **chosen}
+    picked_dir = copy_model_with_config(model_dir, out / "model", picked, record)
     front_json = rep.write_front(
         out / "front.json",
         config=config,
@@ -261,7 +270,7 @@ def run_search(
         "model_dir": str(picked_dir),
         "searched_model_dir": str(model_dir),
         "front_json": str(front_json),
-        "length_config": list(lengths.lengths),
+        "length_config": list(chosen["length_config"]),
         "selected": chosen,
         "search_onnx_int8": str(int8_path) if int8_path else None,
         "store": str(out / "search.json"),

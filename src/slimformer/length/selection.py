@@ -4,14 +4,17 @@ and ``front.json``.
 ``front.json`` (written atomically)::
 
     {"format": "slimformer.length-front", "task": "sst2", "metric": "accuracy", "seq_len": 128,
-     "cost": "flops", "cost_name": "FLOPs-bs1-N128", "searched_model": "...", "search_split": {...},
+     "cost": "flops", "cost_name": "FLOPs-bs1-N128", "gene_form": "lengths", "searched_model": "...",
+     "search_split": {...},
      "reference": {"kind": "full", "metric": 0.91},
      "full": {"length_config": [128, 128, 128], "metric": 0.91, "flops": ..., "latency_ms": ...},
      "front": [{"length_config": [...], "metric": ..., "flops": ..., "latency_ms": ...}, ...],  # cheapest first
      "selected": {..., "selected_by": {"max_loss": 1.0, "threshold": 0.90}},
      "search": {"settings": {...}, "evaluated": 412, "new_evaluations": 0, "iterations": 30, "areas": [...]}}
 
-``metric`` values are on the search split (PyTorch fp32). ``flops`` = 2·MACs at batch 1 and ``seq_len`` real
+``length_config`` is the gene: tokens kept after each layer on a ``seq_len``-token input; ``gene_form`` says
+whether it is applied as absolute lengths or as ratios (:func:`gene_config`). ``metric`` values are on the
+search split (PyTorch fp32). ``flops`` = 2·MACs at batch 1 and ``seq_len`` real
 tokens; ``latency_ms`` = median ms of the int8 ONNX Runtime graph at batch 1 on ``seq_len`` real tokens.
 """
 
@@ -23,6 +26,7 @@ from typing import Any
 
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
+from slimformer.length.config import LengthConfig
 from slimformer.length.pareto import (
     loss_points_to_metric_units,
     metric_scale_for_task,
@@ -30,10 +34,27 @@ from slimformer.length.pareto import (
     pick_within_loss,
 )
 
-__all__ = ["FRONT_FORMAT", "check_budget", "front_points", "reference_metric", "pick", "write_front"]
+__all__ = ["FRONT_FORMAT", "gene_config", "check_budget", "front_points", "reference_metric", "pick", "write_front"]
 
 FRONT_FORMAT = "slimformer.length-front"
 Gene = tuple[int, ...]
+
+
+def gene_config(gene: Sequence[int], form: str, seq_len: int) -> LengthConfig:
+    """The length configuration a search gene stands for.
+
+    ``form="lengths"`` (LAT): absolute per-layer lengths, ``l_i`` tokens at most on any input.
+    ``form="ratios"``: keep ratios ``l_i / seq_len``, so an input of ``n`` tokens keeps ``ceil(l_i · n / seq_len)``
+    (the same rows as the gene on a ``seq_len``-token input, proportionally fewer on shorter ones).
+
+    Raises:
+        ConfigError: an invalid gene or form.
+    """
+    if form == "lengths":
+        return LengthConfig.from_lengths(gene)
+    if form == "ratios":
+        return LengthConfig.from_ratios([min(v, seq_len) / seq_len for v in gene])
+    raise ConfigError(f"gene form must be 'lengths' or 'ratios', got {form!r}")
 
 
 def check_budget(budget: float, smallest_cost: float, smallest: Sequence[int], unit: str) -> None:
@@ -158,6 +179,7 @@ def write_front(
             "seq_len": seq_len,
             "cost": config.cost,
             "cost_name": cost_name,
+            "gene_form": config.gene_form,
             "searched_model": str(model_dir),
             "search_split": split.describe(),
             "reference": reference,
