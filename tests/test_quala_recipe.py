@@ -124,6 +124,7 @@ def test_report_rows_and_plots(run) -> None:
         assert row["latency_ms_bs1"] > 0 and row["throughput_bs32"] > 0 and 0 <= row["metric_value"] <= 1
     same = [r for r in report["front"] if r["length_config"] == chosen]
     assert same and same[0]["metric_value"] == pick_row["metric_value"]  # one graph, one config, one split
+    assert same[0]["latency_ms_bs1"] == pick_row["latency_ms_bs1"] and same[0]["throughput_bs32"] > 0
     assert len(report["front"]) == len(read_json(ctx.outputs["3-search"]["front_json"])["front"])
     assert all(r["truncation_metric_value"] is not None for r in report["front"])
     assert report["lengthdrop_vs_truncation"]["configs"] == len(report["front"])

@@ -24,30 +24,25 @@ def rescore_front(
     lengthdrop: Any,
     plain: Any | None,
     eval_set: Any,
-    timing_batch: Mapping[str, Any],
     *,
     to_config: Callable[[Sequence[int]], LengthConfig] = LengthConfig.from_lengths,
     pad_token_id: int,
     batch_size: int,
-    warmup: int,
-    iters: int,
 ) -> list[dict[str, Any]]:
-    """Each front configuration on the report split: int8 metric, int8 latency, and the plain model's metric.
+    """Each front configuration on the report split: the int8 metric, with and without LengthDrop training.
 
     Args:
         front: ``front.json`` points (``length_config``, ``metric`` on the search split, ``flops``).
         lengthdrop: :class:`~slimformer.length.ort.LengthOrtModel` of the LengthDrop model (int8).
         plain: the same for the model without LengthDrop, or ``None`` to skip the truncation comparison.
-        eval_set: the report split (``TaskData``). timing_batch: batch-1 timing input ``(1, N)`` arrays.
+        eval_set: the report split (``TaskData``).
         to_config: gene -> :class:`LengthConfig` (absolute lengths, or ratios; see ``selection.gene_config``).
 
     Returns:
         One dict per point: ``length_config``, ``flops``, ``metric_search``, ``metric_value`` (report split,
-        int8), ``latency_ms_bs1`` (median ms; the plain model runs the same graph ops, so it is not re-timed),
-        ``truncation_metric_value`` (or ``None``).
+        int8), ``truncation_metric_value`` (or ``None``). Timings are added by the caller.
     """
     from slimformer.evaluate import evaluate_predictor
-    from slimformer.length.ort import latency_ms
 
     rows, kw = [], {"batch_size": batch_size, "pad_token_id": pad_token_id}
     saved = lengthdrop.config, plain.config if plain is not None else None
@@ -66,7 +61,6 @@ def rescore_front(
                     "flops": p["flops"],
                     "metric_search": p["metric"],
                     "metric_value": value["main"],
-                    "latency_ms_bs1": round(latency_ms(lengthdrop, timing_batch, warmup=warmup, iters=iters), 3),
                     "truncation_metric_value": None if truncated is None else truncated["main"],
                 }
             )
