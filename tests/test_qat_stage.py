@@ -91,6 +91,8 @@ def test_plain_int8_qat_then_sdq_int4_in_a_recipe(tmp_path: Path, tiny_model_dir
     rec = json.loads((tmp_path / "run" / "sdq" / "slimformer.json").read_text())["applied"][-1]
     assert rec["teacher"] == str(tmp_path / "run" / "finetune") and outs[2]["quantized"] is True
     assert rec["stage"] == "sdq" and rec["noise_start"] == 0.5 and rec["quantization"]["weight"]["bits"] == 4
+    with pytest.raises(ConfigError, match=r"is already quantized \(stage 'qat'\); give a full-precision teacher"):
+        run_qat(SDQStageConfig(task="sst2", data=str(data)), tmp_path / "x", teacher=tmp_path / "run" / "qat")
     for name, bound in (("qat", 127), ("sdq", 7)):
         state = load_file(tmp_path / "run" / name / "model.safetensors")
         codes = [v for k, v in state.items() if k.endswith("weight_codes")]

@@ -19,7 +19,14 @@ from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.recipe import RunContext, register_stage
-from slimformer.train.kd import KDTrainConfig, evaluate_model, load_teacher, student_meta, train_student
+from slimformer.train.kd import (
+    KDTrainConfig,
+    evaluate_model,
+    load_teacher,
+    student_meta,
+    teacher_dir,
+    train_student,
+)
 
 __all__ = ["DistillStageConfig", "run_distill"]
 
@@ -111,7 +118,5 @@ def run_distill(
 
 @register_stage("distill", DistillStageConfig, inherits=("task", "data", "seed"))
 def _distill(ctx: RunContext, config: DistillStageConfig) -> dict[str, Any]:
-    teacher = config.teacher or ctx.latest("model_dir")
-    if teacher is None:
-        raise ConfigError("stage 'distill' needs a teacher: set teacher: <folder> or put a 'finetune' stage before it")
-    return run_distill(config, ctx.stage_dir("distill"), teacher=str(teacher), data_root=ctx.data_root)
+    teacher = teacher_dir(ctx, config.teacher, "distill")
+    return run_distill(config, ctx.stage_dir("distill"), teacher=teacher, data_root=ctx.data_root)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import TrainerCallback
 
@@ -91,8 +92,6 @@ class QuantNoiseLinear(FakeQuantLinear):
         """``(..., in)`` -> ``(..., out)``."""
         if not self.training or self.p >= 1.0:
             return super().forward(x)
-        import torch.nn.functional as F
-
         x = x if self.act_q is None else self.act_q(x)
         q = self.weight_q
         w = quant_noise(self.weight, self.p, bits=q.bits, granularity=q.granularity, block_size=self.block_size)

@@ -28,7 +28,14 @@ from slimformer.quant.granularity import PerRow, PerTensor
 from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight
 from slimformer.quant.qat import QATConfig, convert_qat_, prepare_qat_
 from slimformer.recipe import RunContext, register_stage
-from slimformer.train.kd import KDTrainConfig, evaluate_model, load_teacher, student_meta, train_student
+from slimformer.train.kd import (
+    KDTrainConfig,
+    evaluate_model,
+    load_teacher,
+    student_meta,
+    teacher_dir,
+    train_student,
+)
 
 __all__ = ["QATStageConfig", "SDQStageConfig", "WEIGHT_QUANTIZERS", "run_qat", "describe_qat_config"]
 
@@ -185,9 +192,6 @@ def run_qat(
 
     out = Path(out)
     loaded = load_teacher(teacher, config.task)
-    done = next((a["stage"] for a in loaded.meta.applied if a.get("stage") in ("qat", "sdq")), None)
-    if done is not None:
-        raise ConfigError(f"teacher {teacher} is already quantized (stage {done!r}); give a full-precision teacher")
     student = copy.deepcopy(loaded.model)  # own parameters: nothing aliases the frozen teacher
     callbacks = config.prepare(student)
     kd = config.loss()
@@ -231,21 +235,10 @@ def run_qat(
     }
 
 
-def _teacher_dir(ctx: RunContext, config: QATStageConfig) -> str:
-    """``teacher:``, else the most recent full-precision ``model_dir`` of the run (never a quantized one)."""
-    if config.teacher:
-        return config.teacher
-    for outputs in reversed(list(ctx.outputs.values())):
-        if "model_dir" in outputs and not outputs.get("quantized"):
-            return str(outputs["model_dir"])
-    raise ConfigError(
-        f"stage {config.stage_name!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it"
-    )
-
-
 def _handler(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
     out = ctx.stage_dir(config.stage_name)
-    return run_qat(config, out, teacher=_teacher_dir(ctx, config), data_root=ctx.data_root)
+    teacher = teacher_dir(ctx, config.teacher, config.stage_name)
+    return run_qat(config, out, teacher=teacher, data_root=ctx.data_root)
 
 
 register_stage("qat", QATStageConfig, inherits=("task", "data", "seed"))(_handler)

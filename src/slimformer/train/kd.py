@@ -21,7 +21,19 @@ from slimformer.errors import ConfigError
 from slimformer.models import LoadedModel, ModelMeta, SlimModel, load_model
 from slimformer.train.kd_loss import DistillationLoss
 
-__all__ = ["KDTrainConfig", "KDRun", "load_teacher", "train_student", "evaluate_model", "student_meta"]
+__all__ = [
+    "KDTrainConfig",
+    "KDRun",
+    "QUANTIZED_STAGES",
+    "load_teacher",
+    "teacher_dir",
+    "train_student",
+    "evaluate_model",
+    "student_meta",
+]
+
+#: Stages whose output holds quantized (converted) weights: never used as a teacher.
+QUANTIZED_STAGES = ("qat", "sdq", "ptq")
 
 
 class KDTrainConfig(StageConfig):
@@ -89,12 +101,30 @@ def load_teacher(path: str | Path, task: str) -> LoadedModel:
     """Load a fine-tuned teacher folder (:func:`load_model`) and check it was trained on ``task``.
 
     Raises:
-        ModelLoadError: not a slimformer model folder. ConfigError: the teacher's task is not ``task``.
+        ModelLoadError: not a slimformer model folder. ConfigError: the teacher's task is not ``task``, or the
+            folder holds a quantized model (a ``qat`` / ``sdq`` output).
     """
     teacher = load_model(path)
     if teacher.meta.task is not None and teacher.meta.task != task:
         raise ConfigError(f"teacher {path} was fine-tuned on {teacher.meta.task!r}, not on task {task!r}")
+    done = next((a["stage"] for a in teacher.meta.applied if a.get("stage") in QUANTIZED_STAGES), None)
+    if done is not None:
+        raise ConfigError(f"teacher {path} is already quantized (stage {done!r}); give a full-precision teacher")
     return teacher
+
+
+def teacher_dir(ctx: Any, teacher: str | None, stage: str) -> str:
+    """``teacher`` if set, else the most recent full-precision ``model_dir`` of the run (never a quantized one).
+
+    Raises:
+        ConfigError: no teacher given and no earlier stage produced a full-precision model.
+    """
+    if teacher:
+        return teacher
+    for outputs in reversed(list(ctx.outputs.values())):
+        if "model_dir" in outputs and not outputs.get("quantized"):
+            return str(outputs["model_dir"])
+    raise ConfigError(f"stage {stage!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it")
 
 
 def _task_options(meta: ModelMeta) -> dict[str, Any]:

@@ -1,0 +1,205 @@
+"""Low-bit QAT comparison matrices on one task at a small, equal training budget -> ``benchmarks/results/<name>.json``.
+
+    SLIMFORMER_DATA=../shared/data python benchmarks/quant_results.py ternary-kd --task sst2 --max-steps 300
+    SLIMFORMER_DATA=../shared/data python benchmarks/quant_results.py sdq --task mrpc --teacher runs/teachers/mrpc
+
+``ternary-kd`` (METHODS §4): ternary weights + 8-bit activations, trained without KD and with each KD-QAT loss set
+(TernaryBERT's score MSE, attention map, attention output, map + output). ``sdq`` (METHODS §5, our
+reconstruction): int8 and 4-bit weights, PTQ (no training) vs plain QAT vs QAT + the SDQ losses vs SDQ
+(Quant-Noise + self-distillation). Every trained row uses the same budget (steps, examples, batch, lr, length,
+seed), stated in the file; the teacher row is evaluated with the same length and examples. Rows of other tasks
+already in the file are kept when the budget matches (run the script once per task). Accuracy is measured in
+PyTorch on the converted model (fake-quant numerics); latency of deployed int8 graphs comes from the
+export/benchmark stages, so timings stay empty here. Model folders go to ``runs/quant-bench/<name>/<task>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHERS = {"sst2": "runs/sst2-int8/finetune", "mrpc": "runs/teachers/mrpc", "cola": "runs/teachers/cola"}
+DATA = {"sst2": "glue_data/SST-2", "mrpc": "glue_data/MRPC", "cola": "glue_data/CoLA"}
+SEQ_LEN = {"sst2": 64, "mrpc": 128, "cola": 64}  # KD-QAT's max_seq per task (METHODS §4(c))
+PRED_REP = {"prediction": 1.0, "hidden_mse": 1.0}
+SDQ_LOSSES = {"logits_kd": 1.0, "sdq_attention_kl": 1.0}
+_PLAIN = {"kd_losses": {}, "gt_weight": 1.0}
+
+# (row name, stage ("qat" / "sdq" / "ptq"), stage options) -- the comparison matrices, as data
+MATRICES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "ternary-kd": [
+        ("W2A8 QAT, ground truth only", "qat", {"weight_quantizer": "ternary", **_PLAIN}),
+        ("W2A8 KD TernaryBERT (pred+rep+score)", "qat", {"kd_losses": {**PRED_REP, "attention_score_mse": 1.0}}),
+        ("W2A8 KD Map (pred+rep+map)", "qat", {"kd_losses": {**PRED_REP, "attention_map_kl": 1.0}}),
+        ("W2A8 KD Output (pred+rep+out)", "qat", {"kd_losses": {**PRED_REP, "attention_output_mse": 1.0}}),
+        (
+            "W2A8 KD Map+Output (pred+rep+map+out)",
+            "qat",
+            {"kd_losses": {**PRED_REP, "attention_map_kl": 1.0, "attention_output_mse": 1.0}},
+        ),
+    ],
+    "sdq": [
+        (f"W{b}A8 {name}", stage, {"weight_quantizer": "uniform", "weight_bits": b, **opts})
+        for b in (8, 4)
+        for name, stage, opts in (
+            ("PTQ (round to nearest, no training)", "ptq", _PLAIN),
+            ("QAT, ground truth only", "qat", _PLAIN),
+            ("QAT + self-distillation (no noise)", "qat", {"kd_losses": SDQ_LOSSES, "gt_weight": 1.0}),
+            ("SDQ (Quant-Noise + self-distillation)", "sdq", {}),
+        )
+    ],
+}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", choices=sorted(MATRICES))
+    p.add_argument("--task", required=True, choices=sorted(TEACHERS))
+    p.add_argument("--teacher", help="fine-tuned teacher folder (default: runs/<known teacher of the task>)")
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--max-train-examples", type=int, default=4800)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--seq-len", type=int, help="max_seq_length of training and evaluation (default: KD-QAT's)")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="cap on dev examples (default: all)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--run-dir", default=str(ROOT / "runs" / "quant-bench"))
+    p.add_argument("--out", help="results file (default: benchmarks/results/<name>.json)")
+    return p.parse_args(argv)
+
+
+def _budget(a: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "max_steps": a.max_steps,
+        "max_train_examples": a.max_train_examples,
+        "batch_size": a.batch_size,
+        "learning_rate": a.learning_rate,
+        "max_seq_length": a.seq_len,
+        "max_eval_examples": a.max_eval_examples,
+        "warmup_ratio": 0.1,
+        "seed": a.seed,
+    }
+
+
+def _packed_mb(folder: Path, bits: int) -> float:
+    """MB if every ``weight_codes`` tensor were stored at ``bits`` bits per weight (other tensors as saved)."""
+    from safetensors import safe_open
+
+    total = 0.0
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            t = f.get_slice(key)
+            n = 1
+            for d in t.get_shape():
+                n *= d
+            size = {"I8": 1, "U8": 1, "F16": 2, "BF16": 2, "F32": 4, "I64": 8}.get(t.get_dtype(), 4)
+            total += n * bits / 8 if key.endswith("weight_codes") else n * size
+    return total / 1e6
+
+
+def _ptq(cfg: Any, out: Path, *, teacher: str, data_root: str | None) -> dict[str, Any]:
+    """Prepare + convert without training (round-to-nearest PTQ in the same numerics as the QAT rows)."""
+    from slimformer.models import save_model
+    from slimformer.quant import convert_qat_, prepare_qat_
+    from slimformer.quant.stage import describe_qat_config
+    from slimformer.train.kd import evaluate_model, load_teacher, student_meta
+
+    loaded = load_teacher(teacher, cfg.task)
+    model = convert_qat_(prepare_qat_(copy.deepcopy(loaded.model), cfg.qat_config())).eval()
+    metrics = evaluate_model(model, loaded.tokenizer, cfg, teacher_meta=loaded.meta, data_root=data_root)
+    quant = describe_qat_config(cfg.qat_config())
+    record = {"stage": "ptq", "teacher": teacher, "quantization": quant, "steps": 0, "train_examples": 0}
+    save_model(model, loaded.tokenizer, out, student_meta(loaded.meta, cfg, record))
+    bits = {"weight": quant["weight"]["bits"], "activation": cfg.act_bits}
+    return {"model_dir": str(out), "metrics": metrics, "bits": bits, "kd_losses": {}, "steps": 0, "train_examples": 0}
+
+
+def _row(name: str, method: str, task: str, metric: str, res: dict[str, Any], size: float, **extra: Any) -> dict:
+    return {
+        "name": name,
+        "runtime": "pytorch-fp32" if method == "teacher" else "pytorch-fake-quant",
+        "metric_value": res["metrics"]["main"],
+        "latency_ms_bs1": None,
+        "throughput_bs32": None,
+        "size_mb": round(size, 2),
+        "task": task,
+        "metric": metric,
+        "method": method,
+        "metrics": res["metrics"],
+        **extra,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    a.seq_len = a.seq_len or SEQ_LEN[a.task]
+    import os
+
+    from slimformer.bench.machine import file_size_mb, machine_info
+    from slimformer.io import atomic_write_json, read_json
+    from slimformer.quant.stage import QATStageConfig, SDQStageConfig, run_qat
+    from slimformer.tasks import get_task
+    from slimformer.train.kd import evaluate_model, load_teacher
+
+    data_root = os.environ.get("SLIMFORMER_DATA")
+    teacher = a.teacher or str(ROOT / TEACHERS[a.task])
+    budget = _budget(a)
+    metric = get_task(a.task).main_metric
+    base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget}
+    run_dir = Path(a.run_dir) / a.name / a.task
+
+    loaded = load_teacher(teacher, a.task)
+    t_cfg = QATStageConfig(**base, kd_losses={}, gt_weight=1.0)
+    t_metrics = evaluate_model(loaded.model, loaded.tokenizer, t_cfg, teacher_meta=loaded.meta, data_root=data_root)
+    notes = "the fine-tuned teacher, evaluated at the benchmark's sequence length"
+    rows = [_row("teacher fp32", "teacher", a.task, metric, {"metrics": t_metrics}, file_size_mb(teacher),
+                 bits={"weight": 32, "activation": 32}, kd_losses={}, seed=loaded.meta.seed, seq_len=a.seq_len,
+                 notes=notes, teacher=teacher)]  # fmt: skip
+    for name, stage, options in MATRICES[a.name]:
+        cls = SDQStageConfig if stage == "sdq" else QATStageConfig
+        cfg = cls(**{**base, **options})
+        out = run_dir / "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        print(f"== {a.task}: {name}", flush=True)
+        res = (_ptq if stage == "ptq" else run_qat)(cfg, out, teacher=teacher, data_root=data_root)
+        bits = res["bits"]
+        rows.append(
+            _row(
+                name, stage, a.task, metric, res, file_size_mb(out),
+                bits=bits, kd_losses=res["kd_losses"], gt_weight=cfg.gt_weight, seed=a.seed, seq_len=a.seq_len,
+                steps=res["steps"], train_examples=res["train_examples"],
+                packed_size_mb=round(_packed_mb(out, bits["weight"]), 2),
+                notes="size_mb: one int8 per weight as saved; packed_size_mb: at the weight bit width",
+            )
+        )  # fmt: skip
+
+    out_file = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"{a.name}.json"
+    old = read_json(out_file) if out_file.is_file() else {}
+    keep = old.get("budget") == budget
+    if old and not keep:
+        print(f"{out_file}: recorded budget differs from this run's; earlier rows dropped")
+    rows = [r for r in old.get("rows", []) if keep and r.get("task") != a.task] + rows
+    commands = {**(old.get("commands", {}) if keep else {}), a.task: "SLIMFORMER_DATA=../shared/data python "
+                + " ".join(["benchmarks/quant_results.py", *(argv if argv is not None else sys.argv[1:])])}  # fmt: skip
+    tasks = sorted({r["task"] for r in rows})
+    results = {
+        "benchmark": a.name,
+        "command": " && ".join(commands[t] for t in tasks),
+        "commands": commands,
+        "machine": machine_info(a.threads),
+        "task": tasks[0] if len(tasks) == 1 else ",".join(tasks),
+        "metric": metric if len(tasks) == 1 else "each row's task main metric (rows[].metric)",
+        "budget": budget,
+        "rows": rows,
+    }
+    atomic_write_json(out_file, results)
+    print(f"wrote {out_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
