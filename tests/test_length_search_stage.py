@@ -136,3 +136,19 @@ def test_reference_teacher_needs_a_teacher() -> None:
     meta = SimpleNamespace(stage=lambda name: None)
     with pytest.raises(ConfigError, match=r"loss_reference: teacher needs teacher"):
         reference_metric(cfg, None, None, meta, None)
+
+
+@pytest.mark.parametrize("name", ["quala-sst2", "quala-squad"])
+def test_quala_recipes_parse_and_keep_the_search_split_held_out(name) -> None:
+    from pathlib import Path
+
+    from slimformer.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / f"{name}.yaml")
+    stages = dict(recipe.stages)
+    assert [s for s, _ in recipe.stages] == ["finetune", "distill", "length", "search", "export", "length_benchmark"]
+    caps = {stages[s].max_train_examples for s in ("distill", "length")}
+    seeds = {stages[s].seed for s in ("distill", "length", "search")}
+    assert len(caps) == 1 and None not in caps and len(seeds) == 1  # one capped sample, the rest is searchable
+    assert stages["export"].int8 == stages["search"].int8 == "dynamic"
+    assert stages["search"].budget() == LengthBudget(max_loss=1.0)

@@ -194,3 +194,25 @@ def test_bad_student_through_the_recipe(run, tmp_path, capsys, distill, match) -
     assert len(err) == 1 and re.search(match, err[0])
     assert read_json(run_dir / "state.json")["stages"][0]["name"] == "finetune"  # the teacher is kept
     assert (run_dir / "finetune" / "model.safetensors").is_file()
+
+
+def test_results_file_from_the_run(run, tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quala_bench", Path(__file__).parents[1] / "benchmarks" / "quala.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, ctx = run
+    res = bench.build_results(ctx.run_dir, "quala-tiny", "cmd", tmp_path)
+    assert (res["benchmark"], res["task"], res["metric"], res["eval_split"]) == (
+        "quala-tiny",
+        "sst2",
+        "accuracy",
+        "dev",
+    )
+    keys = ("length_config", "flops", "runtime", "metric_value", "latency_ms_bs1", "throughput_bs32", "size_mb")
+    assert all(k in row for row in res["rows"] for k in (*keys, "seq_len"))
+    assert res["training"]["distill"]["student_layers"] == [0, 2] and res["training"]["length"]["max_steps"] == 1
+    assert res["training"]["distill"]["train_examples"] == 16 == res["training"]["length"]["train_examples"]
+    assert res["search_split"]["examples"] == 24 and res["selected"]["length_config"]
+    assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
