@@ -216,3 +216,21 @@ def test_results_file_from_the_run(run, tmp_path) -> None:
     assert res["training"]["distill"]["train_examples"] == 16 == res["training"]["length"]["train_examples"]
     assert res["search_split"]["examples"] == 24 and res["selected"]["length_config"]
     assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
+
+
+def test_latency_cost_search_and_budget_ms_pick(run, tmp_path) -> None:
+    from slimformer.length.search_stage import SearchStageConfig, run_search
+
+    raw, ctx = run
+    options = {**raw["stages"][3]["search"], "cost": "latency", "budget_ms": 1e3}
+    cfg = SearchStageConfig(task="sst2", data=raw["data"], **options)
+    out = run_search(cfg, ctx.outputs["2-length"]["model_dir"], tmp_path / "search")
+    front = read_json(out["front_json"])
+    store = {tuple(r["config"]): r for r in read_json(out["store"])["records"]}
+    assert front["cost_name"].startswith("ort-int8-dynamic-ms-bs1-N16-")
+    dims = EncoderDims.from_model(load_model(out["searched_model_dir"]).model)
+    for p in front["front"]:
+        assert p["latency_ms"] == store[tuple(p["length_config"])]["cost"]  # the search's cost, not re-measured
+        assert p["flops"] == config_flops(p["length_config"], 16, dims)
+    assert front["selected"]["length_config"] == front["front"][-1]["length_config"]  # every point fits 1 s
+    assert front["search"]["cost_bounds"][0] < front["search"]["cost_bounds"][1]

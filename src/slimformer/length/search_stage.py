@@ -219,11 +219,15 @@ def run_search(
     else:
         cost, cost_name = flops_of, f"FLOPs-bs1-N{n}"
     bounds = None
-    if config.min_cost is not None or config.max_cost is not None:
+    if config.min_cost is not None or config.max_cost is not None or config.cost == "latency":
+        # a measured latency is noisy: the smallest gene may time slower than the full one on a tiny model
+        lo, hi = sorted((cost(smallest), cost(full)))
         bounds = (
-            config.min_cost if config.min_cost is not None else cost(smallest),
-            config.max_cost if config.max_cost is not None else cost(full),
+            config.min_cost if config.min_cost is not None else lo,
+            config.max_cost if config.max_cost is not None else hi,
         )
+        if bounds[0] > bounds[1]:
+            raise ConfigError(f"search: min_cost {bounds[0]:.6g} is above max_cost {bounds[1]:.6g}")
     result = evolutionary_search(
         metric,
         cost,
