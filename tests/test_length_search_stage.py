@@ -152,3 +152,11 @@ def test_quala_recipes_parse_and_keep_the_search_split_held_out(name) -> None:
     assert len(caps) == 1 and None not in caps and len(seeds) == 1  # one capped sample, the rest is searchable
     assert stages["export"].int8 == stages["search"].int8 == "dynamic"
     assert stages["search"].budget() == LengthBudget(max_loss=1.0)
+
+
+def test_report_needs_the_exported_pick(tmp_path) -> None:
+    from slimformer.length import LengthConfig
+    from slimformer.length.report import check_pick_graph
+
+    with pytest.raises(ConfigError, match=r"needs an 'export' stage with int8 after 'search'.*has default length"):
+        check_pick_graph(None, LengthConfig.from_ratios([0.5, 0.25]))

@@ -9,14 +9,16 @@ LengthDrop training is worth it at equal FLOPs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from slimformer.errors import ConfigError
 from slimformer.length.config import LengthConfig
 from slimformer.length.pareto import pareto_front, staircase_area
 
-__all__ = ["rescore_front", "truncation_summary", "plot_report"]
+__all__ = ["rescore_front", "truncation_summary", "plot_report", "int8_mode", "check_pick_graph"]
 
 
 def rescore_front(
@@ -146,3 +148,34 @@ def plot_report(
             )
         )
     return paths
+
+
+def _metadata(onnx_path: str, key: str) -> dict[str, Any]:
+    from slimformer.export._proto import read_metadata
+
+    return json.loads(read_metadata(onnx_path).get(key, "{}"))
+
+
+def int8_mode(onnx_int8: str) -> Literal["dynamic", "static"]:
+    """The int8 mode recorded in the graph (``dynamic`` when unknown)."""
+    return "static" if _metadata(onnx_int8, "slimformer.int8").get("mode") == "static" else "dynamic"
+
+
+def _values(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k in ("lengths", "ratios")}
+
+
+def check_pick_graph(onnx_int8: str | None, chosen: LengthConfig) -> None:
+    """Check that ``onnx_int8`` is the exported pick (its default length configuration is ``chosen``).
+
+    Raises:
+        ConfigError: another default, or no graph (the recipe lacks an int8 ``export`` after ``search``).
+    """
+    default = None
+    if onnx_int8 and Path(onnx_int8).is_file():
+        default = _values(_metadata(onnx_int8, "slimformer.length_config"))
+    if default != _values(chosen.to_dict()):
+        raise ConfigError(
+            f"length_benchmark needs an 'export' stage with int8 after 'search': the int8 graph {onnx_int8} has "
+            f"default length configuration {default}, not the pick {_values(chosen.to_dict())}"
+        )

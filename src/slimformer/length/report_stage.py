@@ -22,7 +22,6 @@ summarises whether the LengthDrop training dominates.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,32 +50,6 @@ class LengthBenchmarkConfig(StageConfig):
     rounds: int = Field(3, ge=1, description="interleaved timing rounds (samples pooled)")
     min_time_s: float = Field(0.5, ge=0, description="least seconds of timed calls per runtime, batch size, round")
     threads: int | None = Field(None, ge=1, description="threads for every runtime (default: physical cores)")
-
-
-def _metadata(onnx_path: str, key: str) -> dict[str, Any]:
-    from slimformer.export._proto import read_metadata
-
-    return json.loads(read_metadata(onnx_path).get(key, "{}"))
-
-
-def _int8_mode(onnx_int8: str) -> Literal["dynamic", "static"]:
-    """The int8 mode recorded in the graph (``dynamic`` when unknown)."""
-    return "static" if _metadata(onnx_int8, "slimformer.int8").get("mode") == "static" else "dynamic"
-
-
-def _values(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k in ("lengths", "ratios")}
-
-
-def _check_pick_graph(onnx_int8: str | None, chosen: Any) -> None:
-    default = None
-    if onnx_int8 and Path(onnx_int8).is_file():
-        default = _values(_metadata(onnx_int8, "slimformer.length_config"))
-    if default != _values(chosen.to_dict()):
-        raise ConfigError(
-            f"length_benchmark needs an 'export' stage with int8 after 'search': the int8 graph {onnx_int8} has "
-            f"default length configuration {default}, not the pick {_values(chosen.to_dict())}"
-        )
 
 
 def run_length_benchmark(
@@ -120,14 +93,14 @@ def run_length_benchmark(
     n, form = front["seq_len"], front["gene_form"]
     gene = front["selected"]["length_config"]
     chosen = gene_config(gene, form, n)
-    _check_pick_graph(onnx_int8, chosen)
+    rep.check_pick_graph(onnx_int8, chosen)
     searched = load_model(front["searched_model"])
     meta, tok = searched.meta, searched.tokenizer
     teacher_dir = config.teacher or (meta.stage("distill") or {}).get("teacher")
     if not teacher_dir:
         raise ConfigError("length_benchmark: set teacher: <folder> (no distill stage recorded a teacher)")
     plain_dir = config.student or student
-    mode = config.int8 or _int8_mode(onnx_int8)
+    mode = config.int8 or rep.int8_mode(onnx_int8)
     threads = config.threads or physical_cores()
     torch.set_num_threads(threads)
     work = run_dir / "length_benchmark"
