@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from slimformer.config import BenchmarkConfig, EvaluateConfig, ExportConfig, FinetuneConfig, resolve_data_path
 from slimformer.errors import ConfigError, ModelLoadError
 from slimformer.io import read_json
@@ -147,7 +149,26 @@ def compress(
     run_dir: PathLike | None = None,
     data_root: str | None = None,
     restart: bool = False,
+    budget: dict[str, float] | None = None,
 ) -> RunContext:
-    """Run a recipe (YAML path or :class:`Recipe`) into its run folder, resuming completed stages."""
+    """Run a recipe (YAML path or :class:`Recipe`) into its run folder, resuming completed stages.
+
+    Args:
+        budget: which length configuration the recipe's ``search`` stage picks, one of ``{"max_loss": points}``,
+            ``{"budget_ms": ms}``, ``{"max_flops": FLOPs}`` (:class:`~slimformer.length.search_stage.LengthBudget`);
+            it replaces the stage's own choice. Completed earlier stages are reused; the search replays from
+            its store.
+
+    Raises:
+        ConfigError: a bad recipe or budget; the recipe has no ``search`` stage but a budget was given; an
+            impossible budget (raised by the ``search`` stage; earlier stages and the search store are kept).
+    """
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    if budget is not None:
+        from slimformer.length.search_stage import LengthBudget, apply_budget
+
+        try:
+            rec = apply_budget(rec, LengthBudget(**budget))
+        except ValidationError as e:
+            raise ConfigError(f"budget: {e.errors()[0]['msg']} (got {budget})") from None
     return run_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart)

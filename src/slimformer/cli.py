@@ -129,6 +129,11 @@ class Compress:
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 stages.0.finetune.epochs=2")
         p.add_argument("--run-dir", help="run folder (default: runs/<recipe name>)")
         p.add_argument("--restart", action="store_true", help="rerun every stage instead of resuming")
+        pick = p.add_argument_group("length budget (recipes with a 'search' stage; default: --max-loss 1.0)")
+        budget = pick.add_mutually_exclusive_group()
+        budget.add_argument("--max-loss", type=float, help="fastest configuration within this loss, in metric points")
+        budget.add_argument("--budget-ms", type=float, help="most accurate configuration within this int8 latency (ms)")
+        budget.add_argument("--max-flops", type=float, help="most accurate configuration within this many FLOPs")
         _add_common(p)
         p.set_defaults(command=Compress.run)
 
@@ -136,8 +141,14 @@ class Compress:
     def run(args: argparse.Namespace) -> None:
         from slimformer import api
 
+        budget = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
         ctx = api.compress(
-            args.recipe, overrides=args.overrides, run_dir=args.run_dir, data_root=args.data_root, restart=args.restart
+            args.recipe,
+            overrides=args.overrides,
+            run_dir=args.run_dir,
+            data_root=args.data_root,
+            restart=args.restart,
+            budget=budget or None,
         )
         print(f"run folder: {ctx.run_dir}")
         report = ctx.latest("report_md")

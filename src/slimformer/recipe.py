@@ -110,6 +110,8 @@ STAGE_MODULES: list[str] = [
     "slimformer.stages",
     "slimformer.embeddings.stage",
     "slimformer.length.stage",
+    "slimformer.length.search_stage",
+    "slimformer.length.report_stage",
     "slimformer.distill.stage",
     "slimformer.quant.stage",
 ]

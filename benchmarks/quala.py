@@ -1,0 +1,101 @@
+"""QuaLA results: run (or resume) ``recipes/quala-<task>.yaml`` and write ``benchmarks/results/quala-<task>.json``.
+
+    SLIMFORMER_DATA=../shared/data python benchmarks/quala.py sst2 [--max-loss 1.0 | --budget-ms 8 | --max-flops 9e8]
+    SLIMFORMER_DATA=../shared/data python benchmarks/quala.py squad
+
+runs ``slimformer compress recipes/quala-<task>.yaml`` into ``runs/quala-<task>`` (completed stages are reused; see
+the recipe for reusing the existing teacher), then copies the ``length_benchmark`` report into the results file
+(DESIGN.md convention): reference rows and the pick's row (``length_config``, ``flops``, ``runtime``,
+``metric_value``, ``latency_ms_bs1``, ``throughput_bs32``, ``size_mb``, ``seq_len``), every front configuration
+re-scored on the int8 graph with its plain-truncation counterpart, the search split, the training budget of each
+stage, and the two Pareto plots (copied next to the results file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+_BUDGET = ("train_examples", "epochs", "max_steps", "learning_rate", "batch_size", "max_seq_length", "seed")
+_STAGE_KEYS = {
+    "finetune": _BUDGET,
+    "distill": (*_BUDGET, "student_layers", "kd_losses", "steps"),
+    "length": (*_BUDGET, "num_sandwich", "length_drop_ratio_bound", "layer_drop_prob", "kl_direction"),
+}
+
+
+def training_budget(model_dir: Path) -> dict[str, Any]:
+    """Per training stage of the searched model, the settings that set its cost (from ``slimformer.json``)."""
+    from slimformer.io import read_json
+
+    out: dict[str, Any] = {}
+    for rec in read_json(model_dir / "slimformer.json")["applied"]:
+        keys = _STAGE_KEYS.get(rec.get("stage"))
+        if keys:
+            out[rec["stage"]] = {k: rec.get(k) for k in keys if k in rec}
+    return out
+
+
+def build_results(run_dir: Path, name: str, command: str, out_dir: Path) -> dict[str, Any]:
+    """The results dict of a finished QuaLA run folder; the plots are copied into ``out_dir`` as ``<name>.*.png``."""
+    from slimformer.io import read_json
+
+    report = read_json(run_dir / "report.json")
+    front = read_json(run_dir / "search" / "front.json")
+    plots = {}
+    for key, src in report["plots"].items():
+        dst = out_dir / f"{name}.pareto_{key}.png"
+        shutil.copyfile(src, dst)
+        plots[key] = str(dst.relative_to(ROOT)) if dst.is_relative_to(ROOT) else str(dst)
+    return {
+        "benchmark": name,
+        "command": command,
+        "recipe": f"recipes/{name}.yaml",
+        "machine": report["machine"],
+        "task": report["task"],
+        "metric": report["metric"],
+        "eval_split": report["eval_split"],
+        "eval_examples": report["eval_examples"],
+        "search_split": front["search_split"],
+        "search": {**front["search"], "cost": front["cost"], "gene_form": front["gene_form"]},
+        "selected": front["selected"],
+        "training": training_budget(Path(front["searched_model"])),
+        "timing": report["timing"],
+        "rows": report["rows"],
+        "front": report["front"],
+        "lengthdrop_vs_truncation": report["lengthdrop_vs_truncation"],
+        "plots": plots,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=["sst2", "squad"])
+    parser.add_argument("--run-dir", help="run folder (default: runs/quala-<task>)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--max-loss", type=float)
+    budget.add_argument("--budget-ms", type=float)
+    budget.add_argument("--max-flops", type=float)
+    args = parser.parse_args(argv)
+
+    from slimformer.api import compress
+    from slimformer.io import atomic_write_json
+
+    name = f"quala-{args.task}"
+    picked = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
+    ctx = compress(ROOT / "recipes" / f"{name}.yaml", run_dir=args.run_dir, budget=picked or None)
+    flags = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in picked.items())
+    command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quala.py {args.task}{flags}"
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = atomic_write_json(out_dir / f"{name}.json", build_results(ctx.run_dir, name, command, out_dir))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

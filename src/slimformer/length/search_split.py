@@ -1,0 +1,138 @@
+"""The *search split*: training examples held out from every training stage, scored by the length search.
+
+METHODS.md §1(f) pitfall 9: the LAT code selects length configurations on the dev set it then reports. Here
+the search scores genes on examples of the **training file** (GLUE ``train.tsv``; SQuAD: the train part of the
+named article split, or ``train-v1.1.json`` with ``official``) that no capped training stage of the model
+used, and final figures are reported on the dev split.
+
+How the training stages pick examples (``slimformer.train.data.load_train_features``): with
+``max_train_examples = n`` a stage trains on ``random.Random(seed).sample(range(len(train)), n)`` of the
+file's examples (before tokenization), the whole file otherwise. Each stage records ``seed`` and
+``max_train_examples`` in the model's ``slimformer.json`` (``applied``); :func:`seen_by_training` replays
+those draws, and :func:`load_search_split` draws the search split (seeded) from the examples outside
+every one of them.
+
+A stage that trained on the whole file (no cap; e.g. the reused SST-2 teacher fine-tuned on all 67,349
+sentences) cannot leave anything out: it is reported in :attr:`SearchSplit.overlaps` instead, and the split
+is drawn from the examples the *other* (capped) stages did not use. The student's own training
+(``distill``, ``length``) must be capped for the split to be held out from it; an empty pool is an error.
+SQuAD examples are questions: a held-out question may share its paragraph with a training question.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimformer import tasks
+from slimformer.errors import ConfigError
+from slimformer.train.data import TaskData, _cap, _squad_examples
+
+__all__ = ["TRAINING_STAGES", "SearchSplit", "seen_by_training", "load_search_split"]
+
+#: ``applied`` records of these stages trained on the task's training file.
+TRAINING_STAGES = frozenset({"finetune", "distill", "length", "qat", "sdq"})
+
+
+@dataclass
+class SearchSplit:
+    """A held-out search split and where it came from.
+
+    Attributes:
+        data: the features and examples (``split == "search"``), scored like an evaluation set.
+        indices: positions of its examples in the training file's example list (sorted).
+        pool: number of training examples no capped training stage used (the split is drawn from them).
+        overlaps: stages that trained on the whole file, so also on the search split (e.g. ``["finetune"]``).
+    """
+
+    data: TaskData
+    indices: list[int]
+    pool: int
+    overlaps: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary (what a results file states about the split)."""
+        return {
+            "split": "search (held out from the training file)",
+            "examples": len(self.indices),
+            "features": len(self.data.features),
+            "pool": self.pool,
+            "seen_by_uncapped_stages": self.overlaps,
+        }
+
+
+def seen_by_training(num_examples: int, records: Iterable[Mapping[str, Any]]) -> tuple[set[int], list[str]]:
+    """Indices of the training file used by capped training stages, and the stages that used all of it.
+
+    Args:
+        num_examples: examples in the training file.
+        records: ``slimformer.json`` ``applied`` records, oldest first.
+
+    Returns:
+        ``(seen, overlaps)``: the union of every capped stage's sample (replayed with its ``seed``), and the
+        names of the stages without a cap (or a cap at least the file size).
+    """
+    seen: set[int] = set()
+    overlaps: list[str] = []
+    everything = list(range(num_examples))
+    for rec in records:
+        stage = rec.get("stage")
+        if stage not in TRAINING_STAGES and "max_train_examples" not in rec:
+            continue
+        cap = rec.get("max_train_examples")
+        if cap is None or cap >= num_examples:
+            overlaps.append(str(stage))
+        else:
+            seen.update(_cap(everything, int(cap), int(rec.get("seed", 42))))
+    return seen, overlaps
+
+
+def load_search_split(
+    task: str,
+    data: Path,
+    tokenizer: Any,
+    *,
+    records: Iterable[Mapping[str, Any]],
+    num_examples: int,
+    seed: int,
+    max_seq_length: int,
+    squad_split: str = "dev-article-split",
+    doc_stride: int = 128,
+) -> SearchSplit:
+    """``num_examples`` training examples that no capped training stage in ``records`` used (seeded draw).
+
+    Args:
+        task: task name. data: the task's data folder (GLUE) or SQuAD file/folder.
+        tokenizer: the model's tokenizer. records: the model's ``applied`` history.
+        num_examples: size of the split (examples; SQuAD questions, each one or more windows).
+        seed: seed of the draw. max_seq_length, squad_split, doc_stride: as in training.
+
+    Returns:
+        A :class:`SearchSplit` whose ``data`` has evaluation features (GLUE labels; SQuAD offsets).
+
+    Raises:
+        ConfigError: fewer than ``num_examples`` unused training examples (names both counts), or an
+            unknown task / split. DataError: missing data files.
+    """
+    spec = tasks.get_task(task)
+    if spec.kind == "qa":
+        examples = _squad_examples(data, "train", squad_split)
+    else:
+        examples = tasks.read_glue(spec, data, "train")
+    seen, overlaps = seen_by_training(len(examples), records)
+    pool = [i for i in range(len(examples)) if i not in seen]
+    if len(pool) < num_examples:
+        raise ConfigError(
+            f"search_examples={num_examples} but only {len(pool)} of the {len(examples)} training examples were "
+            "not used by a training stage; lower search_examples or max_train_examples of the training stages"
+        )
+    indices = sorted(random.Random(seed).sample(pool, num_examples))
+    chosen = [examples[i] for i in indices]
+    if spec.kind == "qa":
+        feats = tasks.prepare_eval_features(chosen, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride)
+    else:
+        feats = tasks.encode_glue(chosen, spec, tokenizer, max_seq_length)
+    return SearchSplit(TaskData(spec, feats, chosen, "search"), indices, len(pool), overlaps)

@@ -1,0 +1,236 @@
+"""The QuaLA pipeline end to end on a tiny encoder: finetune -> distill -> length -> search -> export ->
+length_benchmark, then budget changes, bad budgets, bad stores and bad layer maps through the recipe / CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from quala_helpers import quala_recipe
+from slimformer.cli import main
+from slimformer.errors import ConfigError
+from slimformer.io import read_json
+from slimformer.length import LengthConfig, forward_with_config, load_length_config
+from slimformer.length.flops import EncoderDims, config_flops
+from slimformer.length.ort import LengthOrtModel
+from slimformer.length.selection import gene_config
+from slimformer.models import load_model
+from slimformer.recipe import parse_recipe, run_recipe
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_tokenizer):
+    tmp = tmp_path_factory.mktemp("quala")
+    raw = quala_recipe(tmp, tiny_tokenizer)
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp / "run", log=lambda s: None)
+    return raw, ctx
+
+
+def _errors(capsys) -> list[str]:
+    """stderr lines of the CLI's error report (progress bars of model loading are left out)."""
+    return [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+
+
+def _copy_run(run, tmp_path: Path) -> tuple[dict, Path]:
+    raw, ctx = run
+    shutil.copytree(ctx.run_dir, tmp_path / "run")
+    return json.loads(json.dumps(raw)), tmp_path / "run"
+
+
+def test_search_front_and_pick(run) -> None:
+    _, ctx = run
+    out = ctx.outputs["3-search"]
+    front = read_json(out["front_json"])
+    model = load_model(out["searched_model_dir"]).model
+    dims, n = EncoderDims.from_model(model), front["seq_len"]
+    assert n == 16 and model.num_layers == 2
+    points = front["front"]
+    assert [p["flops"] for p in points] == sorted(p["flops"] for p in points)
+    assert all(b["metric"] > a["metric"] for a, b in zip(points, points[1:]))
+    for p in points + [front["full"]]:  # FLOPs = 2 * MACs of the layer formula, by hand
+        n_in, macs = n, 0
+        for n_out in p["length_config"]:
+            macs += 4 * n_in * 32 * 32 + 2 * n_in * n_in * 32 + 2 * n_out * 32 * 64
+            n_in = n_out
+        assert p["flops"] == 2 * macs == config_flops(p["length_config"], n, dims)
+        assert p["latency_ms"] > 0
+    chosen = front["selected"]
+    threshold = front["reference"]["metric"] - 0.01  # default pick: max_loss 1.0 point of accuracy
+    assert front["reference"]["kind"] == "full" and front["reference"]["metric"] == front["full"]["metric"]
+    assert chosen["metric"] >= threshold
+    assert all(p["metric"] < threshold for p in points if p["flops"] < chosen["flops"])
+    assert front["search_split"]["examples"] == 24 and front["search_split"]["pool"] == 32
+    assert Path(out["store"]).is_file() and front["search"]["new_evaluations"] == front["search"]["evaluated"]
+    picked = Path(out["model_dir"])
+    saved = load_length_config(picked)
+    assert (
+        saved == gene_config(chosen["length_config"], "ratios", n) and out["length_config"] == chosen["length_config"]
+    )
+    assert saved.ratios == tuple(v / 16 for v in chosen["length_config"])
+    assert saved.lengths_for(16) == tuple(chosen["length_config"])
+    assert chosen["saved_config"] == {"ratios": list(saved.ratios)}
+    assert load_model(picked).meta.applied[-1]["stage"] == "search"
+    assert load_length_config(out["searched_model_dir"]) == LengthConfig.full(2)  # the searched model is untouched
+
+
+def test_exported_pick_runs_in_ort_with_parity(run) -> None:
+    from slimformer.export.ort import OrtModel
+
+    _, ctx = run
+    chosen = gene_config(ctx.outputs["3-search"]["length_config"], "ratios", 16)
+    exp = ctx.outputs["4-export"]
+    model = load_model(ctx.outputs["3-search"]["model_dir"]).model
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, model.config.vocab_size, size=(3, 16))
+    mask = np.ones((3, 16), dtype=np.int64)
+    mask[1, 9:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def reference(config: LengthConfig | None) -> np.ndarray:
+        with torch.no_grad():
+            return forward_with_config(model, *(torch.from_numpy(v) for v in batch.values()), config=config).logits
+
+    for path in (exp["onnx_fp32"], exp["onnx_int8"]):
+        tol = 1e-4 if path == exp["onnx_fp32"] else 0.1  # int8: same configuration, quantized weights
+        default = OrtModel(path)(batch)["logits"]  # ids and mask only: the graph's default = the pick
+        np.testing.assert_allclose(default, reference(chosen), atol=tol)
+        np.testing.assert_array_equal(LengthOrtModel(path, chosen)(batch)["logits"], default)
+        np.testing.assert_allclose(LengthOrtModel(path, None)(batch)["logits"], reference(None), atol=tol)
+    feeds = LengthOrtModel(exp["onnx_int8"], chosen).feeds(batch)
+    np.testing.assert_array_equal(feeds["length_ratios"], np.asarray(chosen.ratios, dtype=np.float32))
+
+
+def test_report_rows_and_plots(run) -> None:
+    _, ctx = run
+    out = ctx.outputs["5-length_benchmark"]
+    report = read_json(out["report_json"])
+    chosen = ctx.outputs["3-search"]["length_config"]
+    names = [r["name"] for r in report["rows"]]
+    assert names[0] == "teacher fp32" and report["rows"][0]["runtime"] == "pytorch-fp32"
+    assert names[1].startswith("teacher int8") and report["rows"][1]["runtime"] == "onnxruntime-int8"
+    assert "no LengthDrop" in names[2] and names[3].startswith("QuaLA student int8")
+    teacher_dims = EncoderDims.from_model(load_model(ctx.outputs["0-finetune"]["model_dir"]).model)
+    assert report["rows"][0]["flops"] == config_flops(None, 16, teacher_dims)
+    pick_row = report["rows"][3]
+    assert pick_row["length_config"] == chosen and pick_row["seq_len"] == 16
+    for row in report["rows"]:
+        assert row["latency_ms_bs1"] > 0 and row["throughput_bs32"] > 0 and 0 <= row["metric_value"] <= 1
+    same = [r for r in report["front"] if r["length_config"] == chosen]
+    assert same and same[0]["metric_value"] == pick_row["metric_value"]  # one graph, one config, one split
+    assert same[0]["latency_ms_bs1"] == pick_row["latency_ms_bs1"] and same[0]["throughput_bs32"] > 0
+    assert len(report["front"]) == len(read_json(ctx.outputs["3-search"]["front_json"])["front"])
+    assert all(r["truncation_metric_value"] is not None for r in report["front"])
+    assert report["lengthdrop_vs_truncation"]["configs"] == len(report["front"])
+    for key in ("flops", "latency"):
+        png = Path(report["plots"][key])
+        assert png.parent == ctx.run_dir and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ctx.run_dir / "report.md").read_text().count("| QuaLA student int8") == 1
+
+
+def test_another_budget_replays_the_search(run, tmp_path) -> None:
+    raw, run_dir = _copy_run(run, tmp_path)
+    front = read_json(run_dir / "search" / "front.json")
+    budget = front["full"]["flops"] * 10  # everything fits: the most accurate point
+    raw["stages"] = raw["stages"][:4]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["compress", str(path), "--run-dir", str(run_dir), "--max-flops", str(budget)]) == 0
+    new = read_json(run_dir / "search" / "front.json")
+    assert new["search"]["new_evaluations"] == 0 and new["budget"]["max_flops"] == budget
+    assert new["selected"]["length_config"] == new["front"][-1]["length_config"]
+    assert load_length_config(run_dir / "search" / "model").lengths_for(16) == tuple(new["selected"]["length_config"])
+
+
+def test_impossible_budget_is_a_one_line_error_and_nothing_is_lost(run, tmp_path, capsys) -> None:
+    raw, run_dir = _copy_run(run, tmp_path)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    store = (run_dir / "search" / "search.json").read_bytes()
+    state = read_json(run_dir / "state.json")
+    assert main(["compress", str(path), "--run-dir", str(run_dir), "--max-flops", "1000"]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and err[0].startswith("error: budget 1000 FLOPs is below the cheapest length configuration")
+    assert (run_dir / "search" / "search.json").read_bytes() == store
+    assert read_json(run_dir / "state.json") == state  # nothing recorded, nothing dropped
+    assert main(["compress", str(path), "--run-dir", str(run_dir), "--budget-ms", "1e-6"]) == 2
+    assert "is below the cheapest length configuration" in capsys.readouterr().err
+
+
+def test_store_of_another_model_is_refused(run, tmp_path) -> None:
+    from slimformer.length.search_stage import SearchStageConfig, run_search
+
+    raw, ctx = run
+    out = tmp_path / "search"
+    out.mkdir()
+    shutil.copy(ctx.run_dir / "search" / "search.json", out / "search.json")
+    cfg = SearchStageConfig(task="sst2", data=raw["data"], measure_latency=False, **raw["stages"][3]["search"])
+    with pytest.raises(ConfigError, match=r"^search store .* was written for another search setup: model="):
+        run_search(cfg, ctx.outputs["1-distill"]["model_dir"], out)
+
+
+@pytest.mark.parametrize(
+    ("distill", "match"),
+    [
+        ({"student_layers": [0, 5]}, r"layer 5 is outside the teacher's layers 0..2"),
+        ({"student_layers": [0, 1, 2, 3]}, r"has 4 layers but the teacher has only 3"),
+        ({"student_layers": [0, 2], "layer_map": {0: 0, 1: 7}}, r"teacher layer 7 is outside the teacher's layers"),
+    ],
+)
+def test_bad_student_through_the_recipe(run, tmp_path, capsys, distill, match) -> None:
+    raw, run_dir = _copy_run(run, tmp_path)
+    raw["stages"] = raw["stages"][:2]
+    raw["stages"][1]["distill"] = {**raw["stages"][1]["distill"], **distill}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["compress", str(path), "--run-dir", str(run_dir)]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and re.search(match, err[0])
+    assert read_json(run_dir / "state.json")["stages"][0]["name"] == "finetune"  # the teacher is kept
+    assert (run_dir / "finetune" / "model.safetensors").is_file()
+
+
+def test_results_file_from_the_run(run, tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quala_bench", Path(__file__).parents[1] / "benchmarks" / "quala.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, ctx = run
+    res = bench.build_results(ctx.run_dir, "quala-tiny", "cmd", tmp_path)
+    assert (res["benchmark"], res["task"], res["metric"], res["eval_split"]) == (
+        "quala-tiny",
+        "sst2",
+        "accuracy",
+        "dev",
+    )
+    keys = ("length_config", "flops", "runtime", "metric_value", "latency_ms_bs1", "throughput_bs32", "size_mb")
+    assert all(k in row for row in res["rows"] for k in (*keys, "seq_len"))
+    assert res["training"]["distill"]["student_layers"] == [0, 2] and res["training"]["length"]["max_steps"] == 1
+    assert res["training"]["distill"]["train_examples"] == 16 == res["training"]["length"]["train_examples"]
+    assert res["search_split"]["examples"] == 24 and res["selected"]["length_config"]
+    assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
+
+
+def test_latency_cost_search_and_budget_ms_pick(run, tmp_path) -> None:
+    from slimformer.length.search_stage import SearchStageConfig, run_search
+
+    raw, ctx = run
+    options = {**raw["stages"][3]["search"], "cost": "latency", "budget_ms": 1e3}
+    cfg = SearchStageConfig(task="sst2", data=raw["data"], **options)
+    out = run_search(cfg, ctx.outputs["2-length"]["model_dir"], tmp_path / "search")
+    front = read_json(out["front_json"])
+    store = {tuple(r["config"]): r for r in read_json(out["store"])["records"]}
+    assert front["cost_name"].startswith("ort-int8-dynamic-ms-bs1-N16-")
+    dims = EncoderDims.from_model(load_model(out["searched_model_dir"]).model)
+    for p in front["front"]:
+        assert p["latency_ms"] == store[tuple(p["length_config"])]["cost"]  # the search's cost, not re-measured
+        assert p["flops"] == config_flops(p["length_config"], 16, dims)
+    assert front["selected"]["length_config"] == front["front"][-1]["length_config"]  # every point fits 1 s
+    assert front["search"]["cost_bounds"][0] < front["search"]["cost_bounds"][1]
