@@ -1,7 +1,7 @@
 """Pareto plot of a length search: metric vs cost, with named reference points, written as a PNG.
 
-matplotlib is an optional dependency (``pip install slimformer[plot]``); it is imported only when a plot
-is drawn, with the non-interactive ``Agg`` backend, so importing this module never needs it.
+matplotlib is a core dependency, imported only when a plot is drawn (with the non-interactive ``Agg`` backend), so
+importing this module stays light.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError("plotting a Pareto front needs matplotlib: pip install 'slimformer[plot]'") from e
+        raise ImportError("plotting a Pareto front needs matplotlib: pip install matplotlib") from e
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
