@@ -31,13 +31,9 @@ def render_columns(results: dict) -> str:
     lines += ["| " + " | ".join(_cell(r.get(k)) for k, _ in cols) + " |" for r in results["rows"]]
     extra = results.get("deployed")
     if extra:
-        from slimformer.bench.report import render_markdown_table
-
-        lines += [
-            "",
-            "Deployed (whole model, ONNX Runtime on CPU):",
-            "",
-            render_markdown_table(extra, results["metric"]),
+        lines += ["", "Deployed files (whole model):", "", f"| row | runtime | {results['metric']} | size MB |"]
+        lines += ["|---|---|---|---|"] + [
+            f"| {d['name']} | {d['runtime']} | {_cell(d['metric_value'])} | {_cell(d['size_mb'])} |" for d in extra
         ]
     if results.get("notes"):
         lines += ["", results["notes"]]
