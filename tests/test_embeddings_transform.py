@@ -66,11 +66,13 @@ def test_save_load_round_trip_is_exact(tmp_path: Path, tiny_tokenizer, method: s
         torch.testing.assert_close(loaded(**_ids(loaded)).logits, ref, atol=0, rtol=0)
 
 
-def test_new_head_on_a_factorised_base_keeps_the_table(tmp_path: Path, tiny_tokenizer) -> None:
+@pytest.mark.parametrize("head", ["classification", "qa"])  # SST-2-style and SQuAD-style fine-tuning start here
+def test_new_head_on_a_factorised_base_keeps_the_table(tmp_path: Path, tiny_tokenizer, head: str) -> None:
     base = make_tiny_model("none")
     module, _ = factorize_embeddings_(base, "svd", 5)
     save_model(base, tiny_tokenizer, tmp_path / "b", ModelMeta(head="none"))
-    clf, _ = load_pretrained(tmp_path / "b", "classification", num_labels=2, new_head=True)
+    labels = {"num_labels": 2} if head == "classification" else {}
+    clf, _ = load_pretrained(tmp_path / "b", head, new_head=True, **labels)
     emb = clf.base.embeddings.word_embeddings
     assert isinstance(emb, FactorizedEmbedding) and not emb.codes.weight.requires_grad
     torch.testing.assert_close(emb.codes.weight, module.codes.weight, atol=0, rtol=0)
@@ -131,3 +133,22 @@ def test_onnx_export_parity_of_an_ae_model(tmp_path: Path, int8: bool) -> None:
     path = export_onnx(model, tmp_path / "m.onnx")
     diff = validate_outputs(model, path, atol=1e-4)
     assert diff < 1e-4
+
+
+def test_ae_embeddings_then_ternary_qat_save_and_load(tmp_path: Path, tiny_tokenizer) -> None:
+    """Composition: a factorised table under a converted (packed ternary) encoder reloads bit-exactly."""
+    from slimformer.quant import QATConfig, convert_qat_, prepare_qat_
+    from slimformer.quant.modules import QuantizedLinear, TernaryWeight
+
+    model = make_tiny_model("classification", num_labels=2)
+    factorize_embeddings_(model, "ae", 6, autoencoder=_AE, int8_table=True)
+    convert_qat_(prepare_qat_(model, QATConfig(weight=TernaryWeight())))
+    assert isinstance(model.base.embeddings.word_embeddings, FactorizedEmbedding)  # QAT left the table alone
+    with torch.no_grad():
+        ref = model.eval()(**_ids(model)).logits
+    save_model(model, tiny_tokenizer, tmp_path / "m", ModelMeta(head="classification"))
+    loaded = load_model(tmp_path / "m").model.eval()
+    assert isinstance(loaded.base.embeddings.word_embeddings, FactorizedEmbedding)
+    assert any(isinstance(m, QuantizedLinear) for m in loaded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**_ids(loaded)).logits, ref, atol=0, rtol=0)
