@@ -263,6 +263,18 @@ def test_custom_cost_bounds_and_parent_bins():
     assert r.full.cost == 64.0 and r.full not in r.front  # always measured, never feasible here
 
 
+def test_one_sided_bounds_and_a_noisy_cost_where_the_smallest_gene_is_dearest():
+    r = evolutionary_search(metric, cost, cost_bounds=(None, 40.0), seed=1, **SMALL)
+    assert r.cost_bounds[1] == 40.0 and all(p.cost <= 40.0 for p in r.front)
+    assert r.cost_bounds[0] == min(p.cost for p in r.evaluated)  # the smallest gene's own (cached) cost
+
+    def noisy(g):  # a measured latency on a tiny model: the full gene may time faster than the smallest one
+        return 100.0 - sum(g) if g == (N,) * L else float(sum(g))
+
+    r = evolutionary_search(metric, noisy, seed=1, **SMALL)
+    assert r.cost_bounds[0] <= r.cost_bounds[1] and r.front
+
+
 def test_exhausted_space_stops_early():
     # L=2, N=3, min 2: genes (3,3), (3,2), (2,2) only -> nothing new after the first iteration
     r = evolutionary_search(

@@ -141,7 +141,7 @@ def evolutionary_search(
     crossover_size: int = 30,
     mutation_prob: float = 0.5,
     iterations: int = 30,
-    cost_bounds: tuple[float, float] | None = None,
+    cost_bounds: tuple[float | None, float | None] | None = None,
     seed: int = 0,
     store: str | os.PathLike[str] | None = None,
     model_id: str = "",
@@ -166,7 +166,9 @@ def evolutionary_search(
         crossover_size: children accepted from crossover per iteration (LAT 30).
         mutation_prob: per-layer resampling probability of a mutation (LAT 0.5).
         iterations: breeding rounds (LAT README 30).
-        cost_bounds: feasible cost range ``(lo, hi)``; default ``(cost(smallest gene), cost(full gene))``.
+        cost_bounds: feasible cost range ``(lo, hi)``; a side that is None (or no bounds) defaults to the search's
+            own cost of the smallest / full gene, ordered (a measured latency is noisy: the smallest gene may time
+            slower than the full one).
         seed: seed of the search's own ``random.Random``.
         store: JSON file caching every measurement; an existing one is resumed.
         model_id: identity of the model measured (e.g. its checkpoint path and hash), recorded in the store.
@@ -228,7 +230,9 @@ def evolutionary_search(
         length_drop_ratio=length_drop_ratio,
     )
     full_gene, smallest = genes[0], genes[1]
-    lo, hi = cost_bounds if cost_bounds is not None else (cost_of(smallest), cost_of(full_gene))
+    own_lo, own_hi = sorted((cost_of(smallest), cost_of(full_gene)))  # cached: the search's own measurements
+    lo, hi = cost_bounds if cost_bounds is not None else (None, None)
+    lo, hi = own_lo if lo is None else lo, own_hi if hi is None else hi
     if lo > hi:
         raise ConfigError(f"cost_bounds must be (lo, hi) with lo <= hi, got ({lo}, {hi})")
     slack = _REL_TOL * max(1.0, abs(lo), abs(hi))

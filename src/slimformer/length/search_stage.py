@@ -218,16 +218,11 @@ def run_search(
         cost, cost_name = ms_of, f"ort-int8-{config.int8}-ms-bs1-N{n}-{threads}threads"
     else:
         cost, cost_name = flops_of, f"FLOPs-bs1-N{n}"
-    bounds = None
-    if config.min_cost is not None or config.max_cost is not None or config.cost == "latency":
-        # a measured latency is noisy: the smallest gene may time slower than the full one on a tiny model
-        lo, hi = sorted((cost(smallest), cost(full)))
-        bounds = (
-            config.min_cost if config.min_cost is not None else lo,
-            config.max_cost if config.max_cost is not None else hi,
-        )
-        if bounds[0] > bounds[1]:
-            raise ConfigError(f"search: min_cost {bounds[0]:.6g} is above max_cost {bounds[1]:.6g}")
+    # unset sides default to the search's own (cached) costs of the smallest and the full gene: measuring them here
+    # again would give other values for a noisy latency, and bounds that exclude every measured gene
+    bounds = None if config.min_cost is None and config.max_cost is None else (config.min_cost, config.max_cost)
+    if config.min_cost is not None and config.max_cost is not None and config.min_cost > config.max_cost:
+        raise ConfigError(f"search: min_cost {config.min_cost:.6g} is above max_cost {config.max_cost:.6g}")
     result = evolutionary_search(
         metric,
         cost,
