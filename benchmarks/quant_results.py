@@ -82,24 +82,7 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
         "max_seq_length": a.seq_len,
         "max_eval_examples": a.max_eval_examples,
         "warmup_ratio": 0.1,
-        "seed": a.seed,
-    }
-
-
-def _packed_mb(folder: Path, bits: int) -> float:
-    """MB if every ``weight_codes`` tensor were stored at ``bits`` bits per weight (other tensors as saved)."""
-    from safetensors import safe_open
-
-    total = 0.0
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-            t = f.get_slice(key)
-            n = 1
-            for d in t.get_shape():
-                n *= d
-            size = {"I8": 1, "U8": 1, "F16": 2, "BF16": 2, "F32": 4, "I64": 8}.get(t.get_dtype(), 4)
-            total += n * bits / 8 if key.endswith("weight_codes") else n * size
-    return total / 1e6
+    }  # the seed is per row: runs with other seeds and the same budget add rows
 
 
 def _ptq(cfg: Any, out: Path, *, teacher: str, data_root: str | None) -> dict[str, Any]:
@@ -151,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = _budget(a)
     metric = get_task(a.task).main_metric
     base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget}
-    run_dir = Path(a.run_dir) / a.name / a.task
+    run_dir = Path(a.run_dir) / a.name / a.task / f"seed-{a.seed}"
 
     loaded = load_teacher(teacher, a.task)
     t_cfg = QATStageConfig(**base, kd_losses={}, gt_weight=1.0)
@@ -172,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 name, stage, a.task, metric, res, file_size_mb(out),
                 bits=bits, kd_losses=res["kd_losses"], gt_weight=cfg.gt_weight, seed=a.seed, seq_len=a.seq_len,
                 steps=res["steps"], train_examples=res["train_examples"],
-                packed_size_mb=round(_packed_mb(out, bits["weight"]), 2),
-                notes="size_mb: one int8 per weight as saved; packed_size_mb: at the weight bit width",
+                notes="size_mb: the saved folder's weight files (codes packed at the weight bit width, rest fp32)",
             )
         )  # fmt: skip
 
@@ -182,13 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     keep = old.get("budget") == budget
     if old and not keep:
         print(f"{out_file}: recorded budget differs from this run's; earlier rows dropped")
-    rows = [r for r in old.get("rows", []) if keep and r.get("task") != a.task] + rows
-    commands = {**(old.get("commands", {}) if keep else {}), a.task: "SLIMFORMER_DATA=../shared/data python "
-                + " ".join(["benchmarks/quant_results.py", *(argv if argv is not None else sys.argv[1:])])}  # fmt: skip
+    same_run = [a.task, a.seed]  # the teacher row is shared by the seeds of a task: keep one
+    rows = [
+        r
+        for r in old.get("rows", [])
+        if keep
+        and [r.get("task"), r.get("seed")] != same_run
+        and not (r["method"] == "teacher" and r["task"] == a.task)
+    ] + rows
+    command = " ".join(["benchmarks/quant_results.py", *(argv if argv is not None else sys.argv[1:])])
+    commands = dict(old.get("commands", {})) if keep else {}
+    commands[f"{a.task} seed {a.seed}"] = f"SLIMFORMER_DATA=../shared/data python {command}"
     tasks = sorted({r["task"] for r in rows})
     results = {
         "benchmark": a.name,
-        "command": " && ".join(commands[t] for t in tasks),
+        "command": " && ".join(commands.values()),
         "commands": commands,
         "machine": machine_info(a.threads),
         "task": tasks[0] if len(tasks) == 1 else ",".join(tasks),
