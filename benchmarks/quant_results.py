@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = a.teacher or str(ROOT / TEACHERS[a.task])
     budget = _budget(a)
     metric = get_task(a.task).main_metric
-    base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget}
+    base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget, "seed": a.seed}
     run_dir = Path(a.run_dir) / a.name / a.task / f"seed-{a.seed}"
 
     loaded = load_teacher(teacher, a.task)
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "task": tasks[0] if len(tasks) == 1 else ",".join(tasks),
         "metric": metric if len(tasks) == 1 else "each row's task main metric (rows[].metric)",
         "budget": budget,
+        "columns": [["task", "task"], ["name", "row"], ["seed", "seed"], ["metric_value", "dev metric"],
+                    ["size_mb", "size MB"], ["steps", "steps"]],  # fmt: skip
         "rows": rows,
     }
     atomic_write_json(out_file, results)

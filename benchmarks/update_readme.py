@@ -45,7 +45,7 @@ def render(results: dict) -> str:
 
     m = results["machine"]
     machine = ", ".join(f"{k} {m[k]}" for k in ("cpu", "threads", "torch", "onnxruntime") if k in m)
-    train = results.get("training") or {}
+    train = results.get("training") or results.get("budget") or {}
     budget = ", ".join(f"{k} {v}" for k, v in train.items() if v is not None)
     table = (
         render_columns(results) if "columns" in results else render_markdown_table(results["rows"], results["metric"])
