@@ -20,7 +20,7 @@ def _cell(v: object) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return f"{v:.4g}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
 
 
