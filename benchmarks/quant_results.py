@@ -184,8 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         "task": tasks[0] if len(tasks) == 1 else ",".join(tasks),
         "metric": metric if len(tasks) == 1 else "each row's task main metric (rows[].metric)",
         "budget": budget,
-        "columns": [["task", "task"], ["name", "row"], ["seed", "seed"], ["metric_value", "dev metric"],
-                    ["size_mb", "size MB"], ["steps", "steps"]],  # fmt: skip
+        "columns": [
+            ["task", "task"],
+            ["name", "row"],
+            ["seed", "seed"],
+            ["metric_value", "dev metric"],
+            ["size_mb", "size MB"],
+            ["steps", "steps"],
+        ],  # fmt: skip
         "rows": rows,
     }
     atomic_write_json(out_file, results)

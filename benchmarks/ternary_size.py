@@ -76,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         "metric": "accuracy",
         "notes": "size_mb: the weight files (packed ternary codes + scales, the table as labelled, rest fp32); "
         "the table is quantized after QAT (not trained quantized).",
-        "columns": [["name", "model"], ["seed", "seed"], ["metric_value", "SST-2 dev acc."], ["size_mb", "size MB"],
-                    ["ratio_vs_teacher", "smaller than fp32"]],  # fmt: skip
+        "columns": [
+            ["name", "model"],
+            ["seed", "seed"],
+            ["metric_value", "SST-2 dev acc."],
+            ["size_mb", "size MB"],
+            ["ratio_vs_teacher", "smaller than fp32"],
+        ],  # fmt: skip
         "rows": rows,
     }
     out_file = atomic_write_json(ROOT / "benchmarks" / "results" / "ternary-size.json", results)
