@@ -174,6 +174,33 @@ def parity(tmp: Path, finetuned: str, data: str) -> dict[str, Any]:
     return out
 
 
+def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """DESIGN.md ``rows`` from the sections: SST-2 dev accuracy of each converted model in PyTorch and in ONNX
+    Runtime (``parity``), with its folder size (``sizes``); MiniLM latency rows (``latency``) carry no accuracy."""
+    sizes = results.get("sizes", {}).get("schemes", {})
+    folder = {"w8a8": "int8", "w8a8+emb-int8": "int8+emb-int8", "w2a8-ternary": "ternary"}
+    folder["w2a8-ternary+emb-int8"] = "ternary+emb-int8"
+    rows: list[dict[str, Any]] = []
+    parity = results.get("parity", {})
+    if "fp32_accuracy" in parity:
+        fp32_mb = results.get("sizes", {}).get("fp32_folder_mb")
+        rows.append({"name": "teacher fp32", "runtime": "pytorch-fp32", "metric_value": parity["fp32_accuracy"],
+                     "size_mb": fp32_mb, "bits": {"weight": 32, "activation": 32}})  # fmt: skip
+    for scheme, p in parity.items():
+        if not isinstance(p, dict):
+            continue
+        size = sizes.get(folder.get(scheme, ""), {}).get("folder_mb")
+        for runtime, key in (("pytorch-fake-quant", "pytorch_accuracy"), ("onnxruntime-int8", "ort_accuracy")):
+            name = f"{scheme} (converted, no QAT training)"
+            rows.append({"name": name, "runtime": runtime, "metric_value": p[key], "size_mb": size,
+                         "max_abs_logit_diff": p["max_abs_logit_diff"]})  # fmt: skip
+    for name, runtimes in results.get("latency", {}).get("minilm-l6", {}).items():
+        rows.append({"name": f"minilm-l6 random weights, {name}", "runtime": "onnxruntime", "metric_value": None,
+                     "latency_ms_bs1": runtimes["latency_ms_bs1"], "throughput_bs32": runtimes["throughput_bs32"],
+                     "size_mb": runtimes["onnx_mb"]})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from slimformer.io import atomic_write_json
 
@@ -184,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetuned", help="a fine-tuned SST-2 model folder (for the parity section)")
     parser.add_argument("--data", help="the SST-2 folder (glue_data/SST-2)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sizes", "latency", "parity"])
+    parser.add_argument("--rows-only", action="store_true", help="only rebuild `rows` of the existing results file")
     args = parser.parse_args(argv)
+    out_file = ROOT / "benchmarks" / "results" / "qat-deploy.json"
+    if args.rows_only:
+        from slimformer.io import read_json
+
+        old = read_json(out_file)
+        atomic_write_json(out_file, {**old, "task": "sst2", "metric": "accuracy", "rows": results_rows(old)})
+        return 0
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {
         "benchmark": "qat-deploy",
@@ -199,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             results["latency"] = latency(Path(tmp), args.threads, args.seq_len, args.iters)
         if args.finetuned and "parity" not in args.skip:
             results["parity"] = parity(Path(tmp), args.finetuned, args.data)
-    out = atomic_write_json(ROOT / "benchmarks" / "results" / "qat-deploy.json", results)
+    results.update(task="sst2", metric="accuracy", rows=results_rows(results))
+    out = atomic_write_json(out_file, results)
     print(f"wrote {out}")
     return 0
 

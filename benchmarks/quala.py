@@ -8,7 +8,7 @@ the recipe for reusing the existing teacher), then copies the ``length_benchmark
 (DESIGN.md convention): reference rows and the pick's row (``length_config``, ``flops``, ``runtime``,
 ``metric_value``, ``latency_ms_bs1``, ``throughput_bs32``, ``size_mb``, ``seq_len``), every front configuration
 re-scored on the int8 graph with its plain-truncation counterpart, the search split, the training budget of each
-stage, and the two Pareto plots (copied next to the results file).
+stage, and the two Pareto plots (copied to ``benchmarks/plots/``).
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ def training_budget(model_dir: Path) -> dict[str, Any]:
     return out
 
 
-def build_results(run_dir: Path, name: str, command: str, out_dir: Path) -> dict[str, Any]:
-    """The results dict of a finished QuaLA run folder; the plots are copied into ``out_dir`` as ``<name>.*.png``."""
+def build_results(run_dir: Path, name: str, command: str, plot_dir: Path) -> dict[str, Any]:
+    """The results dict of a finished QuaLA run folder; the plots are copied into ``plot_dir`` as ``<name>.*.png``."""
     from slimformer.io import read_json
 
     report = read_json(run_dir / "report.json")
     front = read_json(run_dir / "search" / "front.json")
     plots = {}
     for key, src in report["plots"].items():
-        dst = out_dir / f"{name}.pareto_{key}.png"
+        dst = plot_dir / f"{name}.pareto_{key}.png"
         shutil.copyfile(src, dst)
         plots[key] = str(dst.relative_to(ROOT)) if dst.is_relative_to(ROOT) else str(dst)
     return {
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quala.py {args.task}{flags}"
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = atomic_write_json(out_dir / f"{name}.json", build_results(ctx.run_dir, name, command, out_dir))
+    plot_dir = ROOT / "benchmarks" / "plots"  # results/ holds only the JSON results files
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    out = atomic_write_json(out_dir / f"{name}.json", build_results(ctx.run_dir, name, command, plot_dir))
     print(f"wrote {out}")
     return 0
 

@@ -4,46 +4,8 @@ See :mod:`slimformer.distill.kl` for the KL helpers (explicit direction / mask /
 :mod:`slimformer.distill.losses` for the losses and the :data:`LOSSES` registry.
 """
 
+from slimformer.distill import losses as _losses
 from slimformer.distill.kl import DIRECTIONS, REDUCTIONS, Direction, Reduction, kl_div
-from slimformer.distill.losses import (
-    LOSSES,
-    Logits,
-    attention_map_kl,
-    attention_output_mse,
-    attention_score_mse,
-    context_mse,
-    hidden_mse,
-    logits_kd,
-    logits_mse,
-    minilm_attention_kl,
-    minilm_value_relation_kl,
-    prediction_loss,
-    sdq_attention_kl,
-    soft_cross_entropy,
-    unified_attention_loss,
-    unified_attention_loss_from_outputs,
-)
+from slimformer.distill.losses import *  # noqa: F403  (the losses and LOSSES: losses.__all__)
 
-__all__ = [
-    "DIRECTIONS",
-    "REDUCTIONS",
-    "Direction",
-    "Reduction",
-    "kl_div",
-    "LOSSES",
-    "Logits",
-    "attention_map_kl",
-    "attention_output_mse",
-    "attention_score_mse",
-    "context_mse",
-    "hidden_mse",
-    "logits_kd",
-    "logits_mse",
-    "minilm_attention_kl",
-    "minilm_value_relation_kl",
-    "prediction_loss",
-    "sdq_attention_kl",
-    "soft_cross_entropy",
-    "unified_attention_loss",
-    "unified_attention_loss_from_outputs",
-]
+__all__ = ["DIRECTIONS", "REDUCTIONS", "Direction", "Reduction", "kl_div", *_losses.__all__]
