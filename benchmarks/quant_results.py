@@ -66,6 +66,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--seq-len", type=int, help="max_seq_length of training and evaluation (default: KD-QAT's)")
     p.add_argument("--max-eval-examples", type=int, default=None, help="cap on dev examples (default: all)")
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="leave out the matrix rows whose name contains TEXT (repeatable; rows are optional ablations)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "quant-bench"))
@@ -79,10 +86,9 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
         "max_train_examples": a.max_train_examples,
         "batch_size": a.batch_size,
         "learning_rate": a.learning_rate,
-        "max_seq_length": a.seq_len,
         "max_eval_examples": a.max_eval_examples,
         "warmup_ratio": 0.1,
-    }  # the seed is per row: runs with other seeds and the same budget add rows
+    }  # the seed and the sequence length are per row (tasks differ): runs with the same budget add rows
 
 
 def _ptq(cfg: Any, out: Path, *, teacher: str, data_root: str | None) -> dict[str, Any]:
@@ -100,6 +106,12 @@ def _ptq(cfg: Any, out: Path, *, teacher: str, data_root: str | None) -> dict[st
     save_model(model, loaded.tokenizer, out, student_meta(loaded.meta, cfg, record))
     bits = {"weight": quant["weight"]["bits"], "activation": cfg.act_bits}
     return {"model_dir": str(out), "metrics": metrics, "bits": bits, "kd_losses": {}, "steps": 0, "train_examples": 0}
+
+
+def _rel(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (results files carry no machine paths)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _row(name: str, method: str, task: str, metric: str, res: dict[str, Any], size: float, **extra: Any) -> dict:
@@ -133,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher = a.teacher or str(ROOT / TEACHERS[a.task])
     budget = _budget(a)
     metric = get_task(a.task).main_metric
-    base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget, "seed": a.seed}
+    base = {"task": a.task, "data": DATA[a.task], "threads": a.threads, "logging_steps": 50, **budget, "seed": a.seed,
+            "max_seq_length": a.seq_len}  # fmt: skip
     run_dir = Path(a.run_dir) / a.name / a.task / f"seed-{a.seed}"
 
     loaded = load_teacher(teacher, a.task)
@@ -142,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     notes = "the fine-tuned teacher, evaluated at the benchmark's sequence length"
     rows = [_row("teacher fp32", "teacher", a.task, metric, {"metrics": t_metrics}, file_size_mb(teacher),
                  bits={"weight": 32, "activation": 32}, kd_losses={}, seed=loaded.meta.seed, seq_len=a.seq_len,
-                 notes=notes, teacher=teacher)]  # fmt: skip
+                 notes=notes, teacher=_rel(teacher))]  # fmt: skip
     for name, stage, options in MATRICES[a.name]:
+        if any(text in name for text in a.skip):
+            continue
         cls = SDQStageConfig if stage == "sdq" else QATStageConfig
         cfg = cls(**{**base, **options})
         out = run_dir / "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             _row(
                 name, stage, a.task, metric, res, file_size_mb(out),
                 bits=bits, kd_losses=res["kd_losses"], gt_weight=cfg.gt_weight, seed=a.seed, seq_len=a.seq_len,
-                steps=res["steps"], train_examples=res["train_examples"],
+                steps=res["steps"], train_examples=res["train_examples"], model_dir=_rel(res["model_dir"]),
                 notes="size_mb: the saved folder's weight files (codes packed at the weight bit width, rest fp32)",
             )
         )  # fmt: skip
@@ -184,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "task": tasks[0] if len(tasks) == 1 else ",".join(tasks),
         "metric": metric if len(tasks) == 1 else "each row's task main metric (rows[].metric)",
         "budget": budget,
+        "max_seq_length": {**old.get("max_seq_length", {}), a.task: a.seq_len} if keep else {a.task: a.seq_len},
         "columns": [
             ["task", "task"],
             ["name", "row"],

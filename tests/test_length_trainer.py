@@ -184,3 +184,54 @@ def test_length_stage_config_errors(tmp_path: Path):
     recipe = parse_recipe({**base, "stages": [{"length": {}}]})
     with pytest.raises(ConfigError, match="stage 'length' needs a model_dir"):
         run_recipe(recipe, run_dir=tmp_path, log=lambda s: None)
+
+
+def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir: Path):
+    """Interrupted after the step-2 checkpoint and started again: the same model as an uninterrupted run."""
+    from transformers import TrainerCallback
+
+    from slimformer.config import FinetuneConfig
+    from slimformer.length.stage import LengthStageConfig, train_length_adaptive
+    from slimformer.train.checkpoints import checkpoint_dir
+    from slimformer.train.finetune import finetune
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    ft = finetune(
+        FinetuneConfig(model=str(tiny_model_dir), task="sst2", data=str(data), max_steps=1, max_seq_length=16),
+        tmp_path / "ft",
+    )
+    cfg = LengthStageConfig(
+        task="sst2", data=str(data), max_steps=4, batch_size=4, num_sandwich=2, save_steps=2, logging_steps=1,
+        learning_rate=5e-3, length_drop_ratio_bound=0.5,
+    )  # fmt: skip
+    ref = train_length_adaptive(cfg, ft.model_dir, tmp_path / "ref")
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
+            raise KeyboardInterrupt
+
+    class Count(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            Count.steps += 1
+
+    with pytest.raises(KeyboardInterrupt):
+        train_length_adaptive(cfg, ft.model_dir, tmp_path / "run", callbacks=[Interrupt()])
+    assert (checkpoint_dir(tmp_path / "run") / "checkpoint-2").is_dir()
+    assert not (tmp_path / "run").exists()
+    resumed = train_length_adaptive(cfg, ft.model_dir, tmp_path / "run", callbacks=[Count()])
+    assert Count.steps == 2  # steps 3 and 4 only
+    assert resumed["steps"] == ref["steps"] == 4
+    assert not checkpoint_dir(tmp_path / "run").exists()
+    a, b = load_model(ref["model_dir"]).model, load_model(resumed["model_dir"]).model
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=name)
+    # another config does not resume the other run's checkpoints
+    cfg2 = cfg.model_copy(update={"learning_rate": 1e-2})
+    with pytest.raises(KeyboardInterrupt):
+        train_length_adaptive(cfg2, ft.model_dir, tmp_path / "other", callbacks=[Interrupt()])
+    Count.steps = 0
+    cfg3 = cfg.model_copy(update={"learning_rate": 2e-2})
+    other = train_length_adaptive(cfg3, ft.model_dir, tmp_path / "other", callbacks=[Count()])
+    assert other["steps"] == 4 and Count.steps == 4

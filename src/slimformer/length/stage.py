@@ -57,13 +57,25 @@ class LengthStageConfig(StageConfig):
     )
     min_length: int = Field(2, ge=1, description="floor of sampled lengths (tokens)")
     logging_steps: int = Field(50, ge=1)
+    save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps (an interrupted run resumes)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
     threads: int | None = Field(None, ge=1)
 
 
 def train_length_adaptive(
-    config: LengthStageConfig, model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, data_root=None
+    config: LengthStageConfig,
+    model_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    data_root: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model_dir`` with LengthDrop and save it to ``out`` with a full-length ``length_config.json``.
+
+    Checkpoints go to ``<out>.checkpoints`` every ``save_steps`` steps; started again with the same config and
+    input model, an interrupted run continues from the last one (weights, optimizer, schedule, RNG states, data
+    position and the sub-model sampler, which is seeded per optimizer step), and gives the same model as an
+    uninterrupted run. ``callbacks``: extra ``TrainerCallback`` s.
 
     Returns:
         ``{"model_dir", "metrics", "length_config", "steps"}``; ``metrics`` are the full-length dev metrics.
@@ -79,8 +91,9 @@ def train_length_adaptive(
     from slimformer.models import HeadKind, load_model, save_model
     from slimformer.tasks import get_task
     from slimformer.train.args import training_arguments
+    from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints
     from slimformer.train.data import load_eval_set, load_train_features
-    from slimformer.train.finetune import _ListDataset, checkpoint_dir
+    from slimformer.train.finetune import _ListDataset
 
     out = Path(out)
     loaded = load_model(model_dir)
@@ -100,7 +113,8 @@ def train_length_adaptive(
         spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, **common
     )
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
-    args = training_arguments(config, checkpoint_dir(out))
+    ckpt = checkpoint_dir(out)
+    args = training_arguments(config, ckpt, checkpoints=True)
     model.train()
     trainer = LengthDropTrainer(
         model=model,
@@ -115,8 +129,11 @@ def train_length_adaptive(
         kl_direction=config.kl_direction,
         min_length=config.min_length,
         length_seed=config.seed,
+        callbacks=callbacks,
     )
-    result = trainer.train()
+    record = {**config.model_dump(mode="json"), "model_dir": str(Path(model_dir).resolve())}
+    last = prepare_checkpoints(ckpt, record, resume=True)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     full = LengthConfig.full(model.num_layers)
     metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
     meta.applied.append({"stage": "length", **config.model_dump(mode="json"), "train_examples": len(train.examples)})
@@ -135,6 +152,7 @@ def train_length_adaptive(
             "steps": result.global_step,
         },
     )
+    remove_checkpoints(ckpt)
     return {"model_dir": str(out), "metrics": metrics, "length_config": full.to_dict(), "steps": result.global_step}
 
 

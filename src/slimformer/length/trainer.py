@@ -116,7 +116,9 @@ class LengthDropTrainer(Trainer):
         layer_drop_full: LayerDrop the full model too (the LAT code does; default ``False``, pitfall §1(f).2).
         kl_direction: see module notes (default ``"teacher_student"``).
         min_length: floor of sampled lengths (LAT: 2).
-        length_seed: seed of the sub-model sampler (``random.Random``; the global RNG is untouched).
+        length_seed: seed of the sub-model sampler (``random.Random``; the global RNG is untouched). The sampler
+            is re-seeded from ``(length_seed, global_step)`` at each optimizer step, so a run resumed from a
+            checkpoint draws the same sub-models as an uninterrupted one.
         *args, **kwargs: passed to ``Trainer``.
 
     In evaluation mode (``model.training`` false) the loss is the full model's task loss.
@@ -144,7 +146,9 @@ class LengthDropTrainer(Trainer):
             min_length=min_length,
         )
         self.kl_direction = kl_direction
+        self.length_seed = length_seed
         self.length_rng = random.Random(length_seed)
+        self._rng_step = -1  # the optimizer step the sampler was last seeded for
         self.last_sandwich: list[SubModel] = []
 
     def compute_loss(
@@ -161,6 +165,9 @@ class LengthDropTrainer(Trainer):
             return (out.loss, out) if return_outputs else out.loss
         mask = inputs.get("attention_mask")
         seq_len = int(mask.sum(dim=1).max()) if mask is not None else inputs["input_ids"].shape[1]
+        if self.state.global_step != self._rng_step:  # a function of (seed, step): resuming draws the same
+            self._rng_step = self.state.global_step
+            self.length_rng.seed(f"{self.length_seed}:{self._rng_step}")
         self.last_sandwich = sandwich(seq_len, model.num_layers, self.length_rng, **self.sandwich_kwargs)
         loss, _ = sandwich_loss(model, inputs, self.last_sandwich, kl_direction=self.kl_direction)
         return (loss, None) if return_outputs else loss

@@ -8,7 +8,6 @@ checkpoints every ``save_steps`` and resume; the same code runs on several GPUs 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from slimformer.io import atomic_write_json, read_json
 from slimformer.models import HeadKind, ModelMeta, load_pretrained, save_model
 from slimformer.models.load import META_FILE
 from slimformer.tasks import get_task
+from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints
 from slimformer.train.data import load_eval_set, load_train_features
 
 __all__ = ["FinetuneResult", "finetune", "checkpoint_dir"]
@@ -35,11 +35,6 @@ class FinetuneResult:
     train_examples: int
     train_features: int
     steps: int
-
-
-def checkpoint_dir(out: Path) -> Path:
-    """The Trainer's checkpoint folder for a model written to ``out`` (kept beside it, not inside it)."""
-    return out.parent / f"{out.name}.checkpoints"
 
 
 def _head_for(kind: str) -> HeadKind:
@@ -95,7 +90,7 @@ def finetune(
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
     )
-    last = _prepare_checkpoints(ckpt, config, resume)
+    last = prepare_checkpoints(ckpt, config.model_dump(mode="json"), resume)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     metrics = evaluate_predictor(
@@ -123,43 +118,14 @@ def finetune(
             "steps": result.global_step,
         },
     )
-    shutil.rmtree(ckpt, ignore_errors=True)
+    remove_checkpoints(ckpt)
     return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step)
-
-
-_CKPT_CONFIG = "slimformer-finetune.json"
 
 
 def _prior_stages(model: str) -> list[dict[str, Any]]:
     """The ``applied`` records of a slimformer model folder fine-tuned from (e.g. factorised embeddings), else []."""
     meta = Path(model) / META_FILE
     return list(read_json(meta).get("applied", [])) if meta.is_file() else []
-
-
-def _prepare_checkpoints(ckpt: Path, config: FinetuneConfig, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None; checkpoints that must not be resumed are removed first.
-
-    The config is recorded in ``ckpt/slimformer-finetune.json``: an interrupted run is resumed only with the
-    same config (the Trainer would otherwise restore another run's optimizer and schedule), and a fresh run
-    never mixes its checkpoints with older ones.
-    """
-    recorded = ckpt / _CKPT_CONFIG
-    current = config.model_dump(mode="json")
-    last = _last_checkpoint(ckpt)
-    same = recorded.is_file() and read_json(recorded) == current
-    if last is not None and not (resume and same):
-        if resume:
-            print(f"{ckpt}: checkpoints were written with another config; starting over")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        last = None
-    atomic_write_json(recorded, current)
-    return last
-
-
-def _last_checkpoint(ckpt: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(get_last_checkpoint(str(ckpt))) if ckpt.is_dir() and get_last_checkpoint(str(ckpt)) else None
 
 
 class _ListDataset(torch.utils.data.Dataset):

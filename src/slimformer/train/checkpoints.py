@@ -1,0 +1,59 @@
+"""Resumable training runs: the Trainer checkpoint folder beside a model folder, resumed only with the same config.
+
+Every long training stage (``finetune``, ``length``) checkpoints every ``save_steps`` optimizer steps into
+``<out>.checkpoints`` and, started again with the same record, continues from the last checkpoint (Hugging Face
+``Trainer.train(resume_from_checkpoint=...)`` restores weights, optimizer, scheduler, RNG states and the data
+position). The folder is removed once the model folder is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from slimformer.io import atomic_write_json, read_json
+
+__all__ = ["CKPT_RECORD", "checkpoint_dir", "last_checkpoint", "prepare_checkpoints", "remove_checkpoints"]
+
+#: The file in the checkpoint folder recording the config the checkpoints were written with.
+CKPT_RECORD = "slimformer-finetune.json"
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """The Trainer's checkpoint folder for a model written to ``out`` (kept beside it, not inside it)."""
+    out = Path(out)
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def last_checkpoint(ckpt: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder of ``ckpt``, or ``None``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    return Path(found) if found else None
+
+
+def prepare_checkpoints(ckpt: Path, record: dict[str, Any], resume: bool) -> Path | None:
+    """The checkpoint to resume from, or ``None``; checkpoints that must not be resumed are removed first.
+
+    ``record`` (the stage config as JSON, plus anything else that must match, e.g. the input model) is written to
+    ``ckpt/slimformer-finetune.json``: an interrupted run is resumed only with the same record (the Trainer would
+    otherwise restore another run's optimizer and schedule), and a fresh run never mixes its checkpoints with
+    older ones.
+    """
+    recorded = ckpt / CKPT_RECORD
+    last = last_checkpoint(ckpt)
+    same = recorded.is_file() and read_json(recorded) == record
+    if last is not None and not (resume and same):
+        if resume:
+            print(f"{ckpt}: checkpoints were written with another config; starting over")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        last = None
+    atomic_write_json(recorded, record)
+    return last
+
+
+def remove_checkpoints(ckpt: Path) -> None:
+    """Delete the checkpoint folder of a finished run."""
+    shutil.rmtree(ckpt, ignore_errors=True)
