@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         "metric": metric if len(tasks) == 1 else "each row's task main metric (rows[].metric)",
         "budget": budget,
         "max_seq_length": {**old.get("max_seq_length", {}), a.task: a.seq_len} if keep else {a.task: a.seq_len},
+        "pivot": {
+            "columns": [t for t in ("sst2", "mrpc", "cola") if t in tasks],
+            "headers": {"sst2": "SST-2 dev acc.", "mrpc": "MRPC dev F1", "cola": "CoLA dev MCC"},
+        },
         "columns": [
             ["task", "task"],
             ["name", "row"],

@@ -40,6 +40,50 @@ def render_columns(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_pivot(results: dict) -> str:
+    """Rows x tasks: mean over seeds of each row's metric, the per-seed values after it.
+
+    ``results["pivot"]``: ``{"columns": [task, ...], "headers": {task: header}}``; rows are grouped by
+    ``name`` (teacher rows first, then in order of first appearance) and by ``task``. A second table lists
+    the rows with timings (``latency_ms_bs1``), when there are any.
+    """
+    spec = results["pivot"]
+    tasks = spec["columns"]
+    groups: dict[str, dict[str, list[tuple[object, float]]]] = {}
+    for r in results["rows"]:
+        if r.get("metric_value") is not None:
+            groups.setdefault(r["name"], {}).setdefault(r["task"], []).append((r.get("seed"), r["metric_value"]))
+    groups = dict(sorted(groups.items(), key=lambda kv: not kv[0].startswith("teacher")))  # teacher rows on top
+    heads = [spec.get("headers", {}).get(t, t) for t in tasks]
+    lines = ["| row | " + " | ".join(heads) + " |", "|---|" + "---|" * len(tasks)]
+    for name, by_task in groups.items():
+        cells = []
+        for t in tasks:
+            vals = [v for _, v in sorted(by_task.get(t, []), key=lambda sv: str(sv[0]))]
+            if not vals:
+                cells.append("–")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.4f}")
+            else:
+                cells.append(f"**{sum(vals) / len(vals):.4f}** ({', '.join(f'{v:.4f}' for v in vals)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    timed = [r for r in results["rows"] if r.get("latency_ms_bs1") is not None]
+    if timed:
+        lines += [
+            "",
+            "| task | row | runtime | metric | bs-1 ms | bs-32 seq/s | size MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['task']} | {r['name']} | {r['runtime']} | {_cell(r.get('metric_value'))} | "
+            f"{_cell(r['latency_ms_bs1'])} | {_cell(r.get('throughput_bs32'))} | {_cell(r.get('size_mb'))} |"
+            for r in timed
+        ]
+    if results.get("notes"):
+        lines += ["", results["notes"]]
+    return "\n".join(lines)
+
+
 def render(results: dict) -> str:
     from slimformer.bench.report import render_markdown_table
 
@@ -47,9 +91,12 @@ def render(results: dict) -> str:
     machine = ", ".join(f"{k} {m[k]}" for k in ("cpu", "threads", "torch", "onnxruntime") if k in m)
     train = results.get("training") or results.get("budget") or {}
     budget = ", ".join(f"{k} {v}" for k, v in train.items() if v is not None)
-    table = (
-        render_columns(results) if "columns" in results else render_markdown_table(results["rows"], results["metric"])
-    )
+    if "pivot" in results:
+        table = render_pivot(results)
+    elif "columns" in results:
+        table = render_columns(results)
+    else:
+        table = render_markdown_table(results["rows"], results["metric"])
     lines = [
         table.rstrip(),
         "",
@@ -58,7 +105,12 @@ def render(results: dict) -> str:
     ]
     if budget:
         lines.append(f"Training budget: {budget}.  ")
+    seq = results.get("max_seq_length")
+    if isinstance(seq, dict):
+        lines.append("Sequence length per task: " + ", ".join(f"{k} {v}" for k, v in seq.items()) + ".  ")
     per_row = [r for r in results["rows"] if len(r.get("metrics") or {}) > 2]  # more than the main metric
+    if "pivot" in results:
+        per_row = []  # every metric of every row is in the results file
     if per_row:
         lines.append(
             "All metrics: "

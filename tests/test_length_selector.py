@@ -109,6 +109,31 @@ def test_selector_counts_follow_lengths_for():
         assert tuple(int(sel.keep_count(i)) for i in range(4)) == cfg.lengths_for(40)
     sel = LengthSelector.from_config(LengthConfig.from_ratios([0.5, 0.5]), 2, mask[1:])  # N = 25 here
     assert int(sel.keep_count(0)) == 13
+    ratios = LengthConfig.from_ratios([0.9, 0.3, 0.3, 0.05])
+    sel = LengthSelector.from_config(ratios, 4, mask)  # per batch row: its own real length
+    counts = [sel.row_keep_counts(i).tolist() for i in range(4) if not setattr(sel, "prev_k", sel.row_keep_counts(i))]
+    assert [tuple(c[b] for c in counts) for b in range(2)] == [ratios.lengths_for(40), ratios.lengths_for(25)]
+
+
+@pytest.mark.parametrize("head", ["classification", "qa"])
+def test_ratio_configuration_keeps_per_row_what_the_row_keeps_alone(head):
+    """In a padded batch, each row keeps ceil(r · its own length) tokens: outputs equal batch-size-1 runs."""
+    model = make_tiny_model(head, "bert", num_labels=3 if head == "classification" else 2, num_hidden_layers=3).eval()
+    ids, mask, tt = _inputs(4)
+    cfg = LengthConfig.from_ratios([0.8, 0.5, 0.3])
+    with torch.no_grad():
+        batch = forward_with_config(model, ids, mask, tt, cfg)
+        for b in range(B):
+            n = int(mask[b].sum())
+            alone = forward_with_config(model, ids[b : b + 1, :n], mask[b : b + 1, :n], tt[b : b + 1, :n], cfg)
+            for name in ("logits", "start_logits", "end_logits"):
+                if getattr(alone, name) is not None:
+                    got = getattr(batch, name)[b]
+                    got = got if name == "logits" else got[:n]  # span logits of real tokens
+                    torch.testing.assert_close(got, getattr(alone, name)[0], atol=1e-5, rtol=0, msg=f"{name} row {b}")
+            if head == "classification":  # the same tokens survive, in the same order
+                kept = batch.encoder.positions[-1][b][batch.encoder.attention_mask[b].bool()]
+                assert kept.tolist() == alone.encoder.positions[-1][0].tolist()
 
 
 def test_qa_drop_and_restore_puts_tokens_back_at_their_positions():

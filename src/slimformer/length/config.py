@@ -11,9 +11,9 @@ Two forms, one per use:
   mean the same thing on shorter inputs.
 * **keep ratios** ``(r_1, ..., r_L)``, fractions of the input length, for any input length:
   ``k_i = ceil(r_i · N − 0.001)`` evaluated in float32, clipped to ``1..N``, where ``N`` is the real length of
-  the longest row of the batch (the input length for a single unpadded input). The 0.001 slack makes
-  ``0.3 × 10`` give 3 despite binary floating point; the float32 evaluation is what the ONNX graph does, so
-  PyTorch and ONNX Runtime keep the same number of rows.
+  each row (in a padded batch every row keeps what it keeps alone: :class:`~slimformer.length.LengthSelector`).
+  The 0.001 slack makes ``0.3 × 10`` give 3 despite binary floating point; the float32 evaluation is what the
+  ONNX graph does, so PyTorch and ONNX Runtime keep the same number of rows.
 
 Both are validated on construction: non-increasing, no zero length, ratios in ``(0, 1]``; the layer count is
 checked against a model with :meth:`LengthConfig.check_layers`. Saved next to the weights as

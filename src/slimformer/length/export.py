@@ -3,8 +3,9 @@
 Choice: the length configuration is a **graph input**, not a constant. The graph takes, besides ``input_ids``,
 ``attention_mask`` (and ``token_type_ids`` for BERT), two optional inputs (:func:`~slimformer.length.selector.
 length_inputs`): ``length_ratios`` ``(L,)`` float32 and ``length_caps`` ``(L,)`` int64. At layer ``i`` it keeps
-the ``k_i = clip(min(ceil(r_i · N − 0.001), cap_i), 1, k_{i−1})`` most significant tokens (``N`` = real length of
-the longest row), computed inside the graph (``ReduceSum``/``Ceil``/``TopK``/``Sort``), so one exported file
+the ``k_i = clip(min(ceil(r_i · N − 0.001), cap_i), 1, k_{i−1})`` most significant tokens (``N`` = each row's real
+length; surplus rows of shorter rows in a padded batch are masked), computed inside the graph
+(``ReduceSum``/``Ceil``/``TopK``/``Sort``), so one exported file
 serves any input length and any configuration: a search result or a budget is picked per call with
 :func:`length_feeds`, without re-exporting. Both inputs are also initializers holding the configuration given
 at export (ONNX "overridable initializers"), so a caller that feeds only ids and mask (``OrtModel``, the

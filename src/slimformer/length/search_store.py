@@ -26,7 +26,9 @@ from slimformer.io import atomic_write_json, read_json
 __all__ = ["STORE_FORMAT", "SearchStore"]
 
 STORE_FORMAT = "slimformer.length-search"
-_VERSION = 1
+#: 2: ratio configurations keep tokens per batch row (version-1 metrics of ratio genes were measured with the
+#: longest row of each padded batch as the reference length, so they are stale)
+_VERSION = 2
 
 Gene = tuple[int, ...]
 
@@ -66,7 +68,8 @@ class SearchStore:
             raise ConfigError(f'{path} is not a length-search store (no "format": {STORE_FORMAT!r}); pass another path')
         if data.get("version") != _VERSION:
             raise ConfigError(
-                f"search store {path} has version {data.get('version')!r}; this slimformer reads {_VERSION}"
+                f"search store {path} has version {data.get('version')!r}; this slimformer reads {_VERSION} "
+                "(its measurements may be stale): delete it to search again"
             )
         stored = data.get("fingerprint")
         if stored != self.fingerprint:

@@ -77,7 +77,11 @@ class LengthSelector:
     """A :data:`~slimformer.models.TokenSelector` applying a length configuration (one per forward pass).
 
     The number of rows kept at each layer is computed with tensor operations (so the same code traces into an
-    ONNX graph whose configuration is an input); ``N`` is the real length of the longest row of the batch.
+    ONNX graph whose configuration is an input), **per batch row**: row ``b`` with ``n_b`` real tokens keeps
+    ``k_{b,i} = clip(min(ceil(r_i · n_b − 0.001), cap_i), 1, k_{b,i−1})`` of them, exactly what it keeps alone
+    at batch size 1. The batch gathers ``k_i = max_b k_{b,i}`` rows; in a row that keeps fewer, the surplus
+    (its lowest-ranked gathered rows) is masked from then on (:data:`~slimformer.models.TokenSelector`'s
+    ``row_keep``), so padding never changes what a sentence keeps or its outputs.
 
     Args:
         ratios: ``(L,)`` float32 keep ratios; caps: ``(L,)`` int64 absolute caps (see :func:`length_inputs`).
@@ -86,9 +90,9 @@ class LengthSelector:
 
     def __init__(self, ratios: Tensor, caps: Tensor, attention_mask: Tensor) -> None:
         self.ratios, self.caps = ratios, caps
-        self.n_ref = attention_mask.sum(dim=1).max()  # 0-d int64: longest real row
-        self.prev_k: Tensor = self.n_ref  # rows left by the previous layer that selected
-        self.kept: dict[int, int] = {}  # eager only: layer -> rows kept (for tests and reports)
+        self.n_rows = attention_mask.sum(dim=1)  # (B,) int64: real tokens of each row
+        self.prev_k: Tensor = self.n_rows  # (B,) rows each batch row kept at the previous selecting layer
+        self.kept: dict[int, int] = {}  # eager only: layer -> rows gathered (max over the batch; tests, reports)
 
     @classmethod
     def from_config(cls, config: LengthConfig | None, num_layers: int, attention_mask: Tensor) -> LengthSelector:
@@ -96,25 +100,33 @@ class LengthSelector:
         ratios, caps = length_inputs(config, num_layers)
         return cls(ratios.to(attention_mask.device), caps.to(attention_mask.device), attention_mask)
 
-    def keep_count(self, layer_idx: int) -> Tensor:
-        """``k`` for layer ``layer_idx`` as a 0-d int64 tensor (float32 arithmetic, see the module notes)."""
-        n = self.n_ref.to(torch.float32)
+    def row_keep_counts(self, layer_idx: int) -> Tensor:
+        """``k_{b,i}`` for layer ``layer_idx``, ``(B,)`` int64 (float32 arithmetic, see the module notes)."""
+        n = self.n_rows.to(torch.float32)
         # narrow, not [i]: an ONNX Gather on a float graph input would be int8-quantized by ORT's quantizer
-        ratio = self.ratios.narrow(0, layer_idx, 1).squeeze(0)
+        ratio = self.ratios.narrow(0, layer_idx, 1)
         k = torch.ceil(ratio * n - RATIO_SLACK).to(torch.long)
-        k = torch.minimum(k, self.caps.narrow(0, layer_idx, 1).squeeze(0))
+        k = torch.minimum(k, self.caps.narrow(0, layer_idx, 1))
         return torch.clamp(torch.minimum(k, self.prev_k), min=1)
 
-    def __call__(self, layer_idx: int, probs: Tensor, mask: Tensor) -> Tensor | None:
-        """Indices ``(B, k)`` of the rows to keep, in original order, or ``None`` (eager, all rows kept)."""
-        k = self.keep_count(layer_idx)
-        self.prev_k = k
+    def keep_count(self, layer_idx: int) -> Tensor:
+        """``k_i = max_b k_{b,i}``: rows gathered at layer ``layer_idx``, a 0-d int64 tensor."""
+        return self.row_keep_counts(layer_idx).max()
+
+    def __call__(self, layer_idx: int, probs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(indices (B, k), row_keep (B, k))`` in original order, or ``None`` (eager, every row kept)."""
+        k_rows = self.row_keep_counts(layer_idx)
+        self.prev_k = k_rows
+        k = k_rows.max()
+        scores = token_significance(probs, mask)
         if not torch.jit.is_tracing():
             k = int(k)
             self.kept[layer_idx] = k
-            if k >= probs.shape[-1]:
+            if k >= probs.shape[-1] and bool((k_rows >= mask.sum(dim=1)).all()):
                 return None
-        return top_k_rows(token_significance(probs, mask), k)
+        ranked = torch.topk(scores, k, dim=1).indices  # (B, k), most significant first
+        idx, rank = torch.sort(ranked, dim=1)  # original order; rank = place in the significance order
+        return idx, (rank < k_rows.unsqueeze(1)).to(mask.dtype)
 
 
 def forward_with_config(

@@ -30,8 +30,10 @@ __all__ = ["Capture", "EncoderOutput", "TokenSelector", "encoder_forward", "exte
 
 #: A callable deciding, at layer ``layer_idx`` (0-based), which rows to keep. It receives the
 #: layer's attention probabilities ``(B, H, n_in, n_in)`` and the 0/1 key mask ``(B, n_in)`` and
-#: returns indices ``(B, k)`` into the ``n_in`` rows, or ``None`` to keep every row.
-TokenSelector = Callable[[int, Tensor, Tensor], "Tensor | None"]
+#: returns indices ``(B, k)`` into the ``n_in`` rows, or ``None`` to keep every row. It may also return
+#: ``(indices, row_keep)`` with a 0/1 ``(B, k)`` tensor: gathered rows with ``row_keep = 0`` are masked from
+#: then on (dropped for that batch row only, so rows of one padded batch can keep different numbers of tokens).
+TokenSelector = Callable[[int, Tensor, Tensor], "Tensor | tuple[Tensor, Tensor] | None"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def encoder_forward(
     positions: Tensor | None = None  # (B, n) original positions of the current rows, once dropping starts
     per_layer_positions: list[Tensor | None] = []
     buffer = x if restore else None
+    masked_rows = False  # a selector masked rows of some batch rows (Drop-and-Restore must not overwrite them)
 
     out: dict[str, list[Tensor]] = {f.name: [] for f in fields(Capture) if getattr(capture, f.name)}
     if capture.hidden_states:
@@ -217,10 +220,15 @@ def encoder_forward(
                 out[name].append(value)
 
         idx = keep(i, probs, mask) if callable(keep) else (keep[i] if keep is not None else None)
+        row_keep = None
+        if isinstance(idx, tuple):
+            idx, row_keep = idx
         if idx is not None:
             _check_keep(idx, bsz, attn_out.shape[1], i)
             attn_out = _gather_rows(attn_out, idx)  # (B, n, D) -> (B, k, D)
             mask = torch.gather(mask, 1, idx)
+            if row_keep is not None:  # rows dropped for some batch rows only: masked as keys and queries from now
+                mask = mask * row_keep.to(mask.dtype)
             if positions is None:
                 positions = torch.arange(seq_len, device=x.device).expand(bsz, -1)
             positions = torch.gather(positions, 1, idx)
@@ -233,7 +241,14 @@ def encoder_forward(
             if positions is None:
                 buffer = x
             else:  # Drop-and-Restore: write the kept rows back at their original positions
-                buffer = buffer.scatter(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)
+                pos = positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+                if row_keep is not None or masked_rows:  # real rows masked by a selector keep their state
+                    masked_rows = True
+                    dropped = (torch.gather(attention_mask, 1, positions) > 0) & (mask == 0)  # (B, k)
+                    x_live = torch.where(dropped.unsqueeze(-1), torch.gather(buffer, 1, pos), x)
+                    buffer = buffer.scatter(1, pos, x_live)
+                else:
+                    buffer = buffer.scatter(1, pos, x)
 
     result = EncoderOutput(last_hidden_state=x, attention_mask=mask, **out)
     if positions is not None:
