@@ -235,3 +235,14 @@ def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir:
     cfg3 = cfg.model_copy(update={"learning_rate": 2e-2})
     other = train_length_adaptive(cfg3, ft.model_dir, tmp_path / "other", callbacks=[Count()])
     assert other["steps"] == 4 and Count.steps == 4
+
+
+def test_checkpoint_cadence_does_not_invalidate_a_finished_length_stage():
+    from slimformer.recipe import _config_hash
+
+    def stage_hash(**opts):
+        recipe = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": opts}]})
+        return _config_hash("length", recipe.stages[0][1])
+
+    assert stage_hash(save_steps=50, save_total_limit=5) == stage_hash()
+    assert stage_hash(learning_rate=1e-4) != stage_hash()

@@ -224,8 +224,15 @@ class RunContext:
         return None
 
 
+#: ``json_schema_extra`` flag of stage-config fields that steer how a stage runs, not what it produces
+#: (checkpoint cadence): changing them does not make a finished stage run again.
+RUN_CONTROL = "run_control"
+
+
 def _config_hash(name: str, cfg: StageConfig) -> str:
-    payload = json.dumps([name, cfg.model_dump(mode="json")], sort_keys=True)
+    """Identity of a stage's config for resuming: every field except the :data:`RUN_CONTROL` ones."""
+    control = {k for k, f in type(cfg).model_fields.items() if (f.json_schema_extra or {}).get(RUN_CONTROL)}
+    payload = json.dumps([name, cfg.model_dump(mode="json", exclude=control)], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

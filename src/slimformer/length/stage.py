@@ -25,7 +25,7 @@ from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
-from slimformer.recipe import RunContext, register_stage
+from slimformer.recipe import RUN_CONTROL, RunContext, register_stage
 
 __all__ = ["LengthStageConfig", "train_length_adaptive"]
 
@@ -57,8 +57,10 @@ class LengthStageConfig(StageConfig):
     )
     min_length: int = Field(2, ge=1, description="floor of sampled lengths (tokens)")
     logging_steps: int = Field(50, ge=1)
-    save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps (an interrupted run resumes)")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
+    save_steps: int = Field(
+        200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
+    )
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept", json_schema_extra={RUN_CONTROL: True})
     threads: int | None = Field(None, ge=1)
 
 
