@@ -39,6 +39,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None, help="threads of every runtime (default: physical cores)")
     p.add_argument("--calibration-examples", type=int, default=256)
+    p.add_argument("--iters", type=int, default=20, help="timed batch-1 calls per round (3 rounds)")
+    p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per round and batch size")
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "quant-bench"))
     p.add_argument("--out", help="results file (default: benchmarks/results/<name>.json)")
     return p.parse_args(argv)
@@ -61,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     from slimformer.bench.latency import compare_runtimes
     from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
-    from slimformer.config import ExportConfig
+    from slimformer.config import ExportConfig, resolve_data_path
     from slimformer.evaluate import evaluate_predictor, pad_batch
     from slimformer.export import OrtModel
-    from slimformer.io import atomic_write_json, read_json, resolve_data_path
+    from slimformer.io import atomic_write_json, read_json
     from slimformer.models import load_model
     from slimformer.pipeline import export_model
     from slimformer.train.data import load_eval_set
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {name: evaluate_predictor(s, dev, pad_token_id=pad, progress=False) for name, s in sessions.items()}
     batch = pad_batch(dev.features[:32], pad, length=seq_len)
     timings = compare_runtimes({"teacher fp32": loaded.model.eval(), **sessions}, batch, seq_len=seq_len,
-                               threads=threads, iters_bs1=20, iters_bs32=3)  # fmt: skip
+                               threads=threads, iters_bs1=a.iters, iters_bs32=3, min_time_s=a.min_time_s)  # fmt: skip
 
     t = timings["teacher fp32"]
     teacher_row.update(latency_ms_bs1=round(t.latency_ms_bs1, 3), throughput_bs32=round(t.throughput_bs32, 1))
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     results["deploy_timing"] = {
         "inputs": f"first 32 dev examples padded to the task's seq_len ({a.task}: {seq_len})",
         "threads": threads,
-        "iters_bs1": 20,
+        "iters_bs1": a.iters,
+        "min_time_s": a.min_time_s,
         "rounds": 3,
     }
     atomic_write_json(out_file, results)

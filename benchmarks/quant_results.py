@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         ],  # fmt: skip
         "rows": rows,
     }
+    if keep and old.get("deploy_commands"):  # ONNX Runtime rows of quant_deploy.py: kept for the other tasks / seeds
+        deployed = {k: v for k, v in old["deploy_commands"].items() if k != f"{a.task} seed {a.seed}"}
+        results.update({k: v for k, v in old.items() if k.startswith("deploy_")}, deploy_commands=deployed)
     atomic_write_json(out_file, results)
     print(f"wrote {out_file}")
     return 0

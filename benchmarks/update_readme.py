@@ -103,6 +103,8 @@ def render(results: dict) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {machine}.  ",
     ]
+    if results.get("deploy_commands"):
+        lines.insert(-1, f"ONNX Runtime rows: `{' && '.join(results['deploy_commands'].values())}`  ")
     if budget:
         lines.append(f"Training budget: {budget}.  ")
     seq = results.get("max_seq_length")
