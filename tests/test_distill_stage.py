@@ -97,3 +97,34 @@ def test_distill_options_are_validated_in_the_recipe() -> None:
     with pytest.raises(ConfigError, match=r"unknown loss 'minilm'"):
         parse({"student_layers": [0], "kd_losses": {"minilm": 1}})
     parse({"student_layers": [1, 3, 5], "kd_losses": {"logits_kd": 1, "hidden_mse": 0.5}, "gt_weight": 1})
+
+
+def test_interrupted_distillation_resumes_from_its_checkpoint(tmp_path: Path, tiny_tokenizer) -> None:
+    from transformers import TrainerCallback
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    teacher = save_teacher(tmp_path / "teacher", tiny_tokenizer, data, num_hidden_layers=3)
+    cfg = DistillStageConfig(
+        task="sst2", data=str(data), student_layers=[0, 2], save_steps=2, **{**BUDGET, "max_steps": 4}
+    )
+    ref = run_distill(cfg, tmp_path / "ref", teacher=teacher)
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    class Count(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            Count.steps += 1
+
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(cfg, tmp_path / "run", teacher=teacher, callbacks=[Interrupt()])
+    assert (tmp_path / "run.trainer" / "checkpoint-2").is_dir()
+    res = run_distill(cfg.model_copy(update={"save_steps": 3}), tmp_path / "run", teacher=teacher, callbacks=[Count()])
+    assert Count.steps == 2 and res["steps"] == 4  # resumed at step 2 (checkpoint cadence may change)
+    assert not (tmp_path / "run.trainer").exists()
+    a, b = load_model(ref["model_dir"]).model, load_model(res["model_dir"]).model
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=name)

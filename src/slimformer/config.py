@@ -21,7 +21,9 @@ __all__ = [
     "BenchmarkConfig",
     "DATA_ENV",
     "PREVIOUS_MODEL",
+    "RUN_CONTROL",
     "resolve_data_path",
+    "run_control_fields",
 ]
 
 #: ``model:`` value meaning "the model folder written by the previous stage of the recipe".
@@ -41,6 +43,16 @@ def resolve_data_path(path: str | os.PathLike[str], data_root: str | os.PathLike
         return p
     root = data_root if data_root is not None else os.environ.get(DATA_ENV, "data")
     return Path(root).expanduser() / p
+
+
+#: ``json_schema_extra`` flag of stage-config fields that steer how a stage runs, not what it produces
+#: (checkpoint cadence): changing them neither reruns a finished stage nor restarts an interrupted one.
+RUN_CONTROL = "run_control"
+
+
+def run_control_fields(cfg: BaseModel) -> set[str]:
+    """Names of the :data:`RUN_CONTROL` fields of a config."""
+    return {k for k, f in type(cfg).model_fields.items() if (f.json_schema_extra or {}).get(RUN_CONTROL)}
 
 
 class StageConfig(BaseModel):

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slimformer.config import StageConfig
+from slimformer.config import StageConfig, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
 
@@ -224,15 +224,9 @@ class RunContext:
         return None
 
 
-#: ``json_schema_extra`` flag of stage-config fields that steer how a stage runs, not what it produces
-#: (checkpoint cadence): changing them does not make a finished stage run again.
-RUN_CONTROL = "run_control"
-
-
 def _config_hash(name: str, cfg: StageConfig) -> str:
     """Identity of a stage's config for resuming: every field except the :data:`RUN_CONTROL` ones."""
-    control = {k for k, f in type(cfg).model_fields.items() if (f.json_schema_extra or {}).get(RUN_CONTROL)}
-    payload = json.dumps([name, cfg.model_dump(mode="json", exclude=control)], sort_keys=True)
+    payload = json.dumps([name, cfg.model_dump(mode="json", exclude=run_control_fields(cfg))], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

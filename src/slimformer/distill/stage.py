@@ -57,9 +57,17 @@ class DistillStageConfig(KDTrainConfig):
 
 
 def run_distill(
-    config: DistillStageConfig, out: str | Path, *, teacher: str | Path, data_root: str | None = None
+    config: DistillStageConfig,
+    out: str | Path,
+    *,
+    teacher: str | Path,
+    data_root: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Distill ``teacher`` into the configured student and save it to ``out``.
+
+    Checkpoints go to ``<out>.trainer`` every ``save_steps`` steps; started again with the same config and
+    teacher, an interrupted run continues from the last one. ``callbacks``: extra ``TrainerCallback`` s.
 
     With ``student_layers`` and no ``layer_map``, student layer ``i`` is paired with teacher layer
     ``student_layers[i]`` for the layer-wise losses.
@@ -91,6 +99,8 @@ def run_distill(
         teacher_meta=loaded.meta,
         work_dir=out.parent / f"{out.name}.trainer",
         data_root=data_root,
+        identity={"teacher": str(Path(teacher).resolve())},
+        callbacks=callbacks,
     )
     metrics = evaluate_model(student, tok, config, teacher_meta=loaded.meta, data_root=data_root)
     record = {

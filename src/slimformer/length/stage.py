@@ -21,11 +21,11 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from slimformer.config import StageConfig, resolve_data_path
+from slimformer.config import RUN_CONTROL, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
-from slimformer.recipe import RUN_CONTROL, RunContext, register_stage
+from slimformer.recipe import RunContext, register_stage
 
 __all__ = ["LengthStageConfig", "train_length_adaptive"]
 
@@ -93,7 +93,7 @@ def train_length_adaptive(
     from slimformer.models import HeadKind, load_model, save_model
     from slimformer.tasks import get_task
     from slimformer.train.args import training_arguments
-    from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints
+    from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
     from slimformer.train.data import load_eval_set, load_train_features
     from slimformer.train.finetune import _ListDataset
 
@@ -133,8 +133,7 @@ def train_length_adaptive(
         length_seed=config.seed,
         callbacks=callbacks,
     )
-    record = {**config.model_dump(mode="json"), "model_dir": str(Path(model_dir).resolve())}
-    last = prepare_checkpoints(ckpt, record, resume=True)
+    last = prepare_checkpoints(ckpt, resume_record(config, model_dir=str(Path(model_dir).resolve())), resume=True)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     full = LengthConfig.full(model.num_layers)
     metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)

@@ -203,6 +203,7 @@ def run_qat(
         teacher_meta=loaded.meta,
         work_dir=out.parent / f"{out.name}.trainer",
         data_root=data_root,
+        identity={"teacher": str(Path(teacher).resolve())},
         callbacks=callbacks,
     )
     convert_qat_(student)

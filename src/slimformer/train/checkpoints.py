@@ -12,9 +12,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from slimformer.config import run_control_fields
 from slimformer.io import atomic_write_json, read_json
 
-__all__ = ["CKPT_RECORD", "checkpoint_dir", "last_checkpoint", "prepare_checkpoints", "remove_checkpoints"]
+__all__ = [
+    "CKPT_RECORD",
+    "checkpoint_dir",
+    "last_checkpoint",
+    "prepare_checkpoints",
+    "remove_checkpoints",
+    "resume_record",
+]
 
 #: The file in the checkpoint folder recording the config the checkpoints were written with.
 CKPT_RECORD = "slimformer-finetune.json"
@@ -32,6 +42,12 @@ def last_checkpoint(ckpt: Path) -> Path | None:
 
     found = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
     return Path(found) if found else None
+
+
+def resume_record(config: BaseModel, **identity: Any) -> dict[str, Any]:
+    """What an interrupted run must match to be resumed: the config minus its ``RUN_CONTROL`` fields, plus
+    ``identity`` (the input model folder, the teacher, ...)."""
+    return {**config.model_dump(mode="json", exclude=run_control_fields(config)), **identity}
 
 
 def prepare_checkpoints(ckpt: Path, record: dict[str, Any], resume: bool) -> Path | None:

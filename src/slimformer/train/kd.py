@@ -8,7 +8,6 @@ builds the ``slimformer.json`` record of the result (the teacher's history plus 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from slimformer.config import StageConfig, resolve_data_path
+from slimformer.config import RUN_CONTROL, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.models import LoadedModel, ModelMeta, SlimModel, load_model
 from slimformer.train.kd_loss import DistillationLoss
@@ -67,6 +66,10 @@ class KDTrainConfig(StageConfig):
     max_train_examples: int | None = Field(None, ge=1, description="cap on training examples (seeded subset)")
     max_eval_examples: int | None = Field(None, ge=1, description="cap on evaluation examples")
     logging_steps: int = Field(50, ge=1)
+    save_steps: int = Field(
+        200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
+    )
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept", json_schema_extra={RUN_CONTROL: True})
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -142,6 +145,7 @@ def train_student(
     work_dir: Path,
     data_root: str | None = None,
     callbacks: list[Any] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> KDRun:
     """Train ``student`` in place with a :class:`DistillationTrainer` on the task's training data.
 
@@ -150,8 +154,11 @@ def train_student(
             for ground-truth-only training.
         tokenizer: the tokenizer of both models. config: loss set and budget.
         teacher_meta: the teacher's metadata (sequence length and SQuAD options default to its own).
-        work_dir: scratch folder for the Trainer (removed afterwards).
+        work_dir: the Trainer's checkpoint folder: a checkpoint every ``config.save_steps`` steps; started
+            again with the same config and ``identity``, an interrupted run resumes from the last one. Removed
+            once training finishes.
         callbacks: extra ``TrainerCallback`` s (e.g. the Quant-Noise schedule).
+        identity: what else the checkpoints depend on (e.g. ``{"teacher": <folder>}``).
 
     Raises:
         ConfigError, DataError: bad loss set for these models (before training), bad task or data.
@@ -159,6 +166,7 @@ def train_student(
     from transformers import DataCollatorWithPadding, set_seed
 
     from slimformer.train.args import training_arguments
+    from slimformer.train.checkpoints import prepare_checkpoints, remove_checkpoints, resume_record
     from slimformer.train.data import load_train_features
     from slimformer.train.distill import DistillationTrainer
     from slimformer.train.finetune import _ListDataset
@@ -179,7 +187,7 @@ def train_student(
         seed=config.seed,
         **_task_options(teacher_meta),
     )
-    args = training_arguments(config, work_dir)
+    args = training_arguments(config, work_dir, checkpoints=True)
     trainer = DistillationTrainer(
         model=student,
         args=args,
@@ -190,10 +198,9 @@ def train_student(
         teacher=teacher,
         kd_loss=kd_loss,
     )
-    try:
-        result = trainer.train()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    last = prepare_checkpoints(work_dir, resume_record(config, **(identity or {})), resume=True)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    remove_checkpoints(work_dir)
     student.eval()
     return KDRun(len(train.examples), len(train.features), result.global_step, float(result.training_loss))
 
