@@ -122,6 +122,7 @@ def test_stage_without_teacher_is_a_config_error(tmp_path: Path) -> None:
         ("sdq", {"weight_quantizer": "ternary", "weight_bits": 2}, r"sdq needs weight_quantizer: uniform"),
         ("sdq", {"noise_start": 1.5}, r"noise_start"),
         ("qat", {"noise_start": 0.5}, r"noise_start: unknown key"),
+        ("qat", {"embedding_bits": 3}, r"embedding_bits"),
     ],
 )
 def test_bad_stage_options_name_the_problem(stage: str, options: dict, match: str) -> None:
@@ -147,3 +148,21 @@ def test_shipped_quant_recipes_switch_task_by_override(name: str) -> None:
     for n, cfg in recipe.stages:
         if hasattr(cfg, "task"):
             assert (cfg.task, cfg.data) == ("mrpc", "glue_data/MRPC"), n
+
+
+def test_qat_stage_trains_a_quantized_embedding_table(tmp_path: Path, teacher_and_data) -> None:
+    from slimformer.quant import QuantizedEmbedding
+
+    teacher, data = teacher_and_data
+    cfg = QATStageConfig(task="sst2", data=str(data), embedding_bits=2, **BUDGET)
+    res = run_qat(cfg, tmp_path / "qat", teacher=teacher)
+    rec = json.loads((Path(res["model_dir"]) / "slimformer.json").read_text())["applied"][-1]
+    assert rec["quantization"]["embedding"] == {
+        "quantizer": "ternary", "bits": 2, "granularity": "PerRow", "trained": True,
+    }  # fmt: skip
+    assert "base.embeddings.word_embeddings.weight" not in load_file(Path(res["model_dir"]) / "model.safetensors")
+    reloaded = load_model(res["model_dir"]).model.eval()
+    table = reloaded.base.embeddings.word_embeddings
+    assert isinstance(table, QuantizedEmbedding) and set(table.weight_codes.unique().tolist()) <= {-1, 0, 1}
+    loaded_teacher = load_model(teacher)
+    assert evaluate_model(reloaded, loaded_teacher.tokenizer, cfg, teacher_meta=loaded_teacher.meta) == res["metrics"]

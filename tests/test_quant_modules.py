@@ -242,3 +242,55 @@ def test_bad_quantizer_or_config_raises_config_error(build) -> None:
     with pytest.raises(ConfigError) as exc:
         build()
     assert "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------------------- quantized embeddings (QAT)
+
+EMBEDDING_QUANTIZERS = {
+    "int8-row": UniformWeight(8, PerRow()),
+    "int4-row": UniformWeight(4, PerRow()),
+    "ternary-row": TernaryWeight(PerRow()),
+    "binary-group": BinaryWeight(PerGroup(8)),
+}
+
+
+@pytest.mark.parametrize("name", list(EMBEDDING_QUANTIZERS))
+def test_fake_quant_embedding_rows_equal_the_quantized_table(name: str) -> None:
+    """Quantizing only the looked-up rows equals looking rows up in the quantized table (row-local scales)."""
+    from slimformer.quant import FakeQuantEmbedding
+
+    q = EMBEDDING_QUANTIZERS[name]
+    torch.manual_seed(0)
+    emb = nn.Embedding(50, 32, padding_idx=0)
+    fq = FakeQuantEmbedding.from_embedding(emb, q)
+    assert fq.weight is emb.weight  # shared Parameter: same state-dict key, same optimizer entry
+    ids = torch.tensor([[3, 7, 7, 0], [49, 1, 2, 3]])
+    table = q.fake_quantize(emb.weight)  # the whole table, then the lookup
+    torch.testing.assert_close(fq(ids), F.embedding(ids, table), rtol=0, atol=0)
+    assert torch.equal(fq.to_quantized()(ids), fq(ids))
+    fq(ids).pow(2).sum().backward()  # STE: the looked-up rows get gradient, others (and padding) none
+    grad_rows = emb.weight.grad.abs().sum(1) > 0
+    assert grad_rows[[1, 2, 3, 7, 49]].all() and not grad_rows[[0, 4, 5, 48]].any()
+
+
+def test_qat_with_a_trained_embedding_table_converts_exactly() -> None:
+    from slimformer.quant import FakeQuantEmbedding, QuantizedEmbedding
+
+    model = make_tiny_model("classification", num_labels=2)
+    cfg = QATConfig(weight=TernaryWeight(), embedding=UniformWeight(4, PerRow()))
+    prepare_qat_(model, cfg)
+    assert isinstance(model.base.embeddings.word_embeddings, FakeQuantEmbedding)
+    model.eval()
+    with torch.no_grad():
+        prepared = model(**_inputs()).logits
+        convert_qat_(model)
+        converted = model(**_inputs()).logits
+    assert isinstance(model.base.embeddings.word_embeddings, QuantizedEmbedding)
+    assert torch.equal(prepared, converted)
+
+
+def test_per_tensor_embedding_quantizer_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"embedding must be a weight quantizer with PerRow\(\) or PerGroup"):
+        QATConfig(embedding=UniformWeight(8, PerTensor()))
+    with pytest.raises(ConfigError, match="embedding must be a weight quantizer"):
+        QATConfig(embedding="int8")

@@ -15,7 +15,7 @@ folder format that ``save_model`` / ``load_model`` use) and :mod:`slimformer.qua
 
 from __future__ import annotations
 
-from slimformer.quant.embedding import QuantizedEmbedding, quantize_embeddings_
+from slimformer.quant.embedding import FakeQuantEmbedding, QuantizedEmbedding, quantize_embeddings_
 from slimformer.quant.granularity import (
     Granularity,
     GroupLayout,
@@ -82,6 +82,7 @@ __all__ = [
     "prepare_qat_",
     "qat_state",
     "qat_targets",
+    "FakeQuantEmbedding",
     "QuantizedEmbedding",
     "quantize_embeddings_",
     "STORAGE_BITS",

@@ -1,4 +1,4 @@
-"""Low-bit storage of the word-embedding table: :class:`QuantizedEmbedding` and :func:`quantize_embeddings_`.
+"""Low-bit word-embedding tables: QuantizedEmbedding, quantize_embeddings_ (post-training), FakeQuantEmbedding (QAT).
 
 In MiniLM-L6 the ``(30522, 384)`` word-embedding table holds 11.7M of the 22.7M parameters, so quantizing only
 the encoder Linears leaves most of the file in fp32. :func:`quantize_embeddings_` encodes the table with a weight
@@ -7,6 +7,11 @@ row-wise, METHODS §4(b)) and swaps in a :class:`QuantizedEmbedding` that dequan
 forward. This is post-training, weight-only (no fine-tuning): the model's outputs change by the rounding of the
 table, which the caller should measure (``docs/quantization.md`` reports it for int8 on SST-2). Position and
 token-type embeddings stay fp32.
+
+Quantization-aware instead: :class:`FakeQuantEmbedding` (``QATConfig(embedding=...)``) trains the table through its
+quantizer. It fake-quantizes only the looked-up rows, which is exact for row-local scales (per row / per group:
+a row's codes and scale depend on that row alone) and costs ``B·N`` rows per step instead of the whole table;
+``convert_qat_`` encodes the table into a :class:`QuantizedEmbedding` with the same outputs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from slimformer.errors import ConfigError
 from slimformer.quant.granularity import PerGroup, PerRow, PerTensor
 from slimformer.quant.modules import BinaryWeight, TernaryWeight, UniformWeight, WeightQuantizer
 
-__all__ = ["QuantizedEmbedding", "quantize_embeddings_"]
+__all__ = ["FakeQuantEmbedding", "QuantizedEmbedding", "quantize_embeddings_"]
 
 
 class QuantizedEmbedding(nn.Module):
@@ -71,6 +76,57 @@ class QuantizedEmbedding(nn.Module):
         # (..., D) -> (..., D // n, n) times (..., D // n, 1)
         grouped = rows.unflatten(-1, (-1, g.group_size)) * scale.unsqueeze(-1)
         return grouped.flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, weight_q={self.weight_q}"
+
+
+class FakeQuantEmbedding(nn.Module):
+    """QAT word-embedding table: looks rows up in the fp32 ``weight``, then fake-quantizes each row (STE).
+
+    The ``weight`` Parameter is the original table's (same name, same object), so state-dict keys and optimizers
+    stay valid. The output equals ``weight_q.decode(*weight_q.encode(weight))[input_ids]``, what
+    :meth:`to_quantized` stores.
+
+    Args:
+        weight: the table ``(num_embeddings, embedding_dim)``. weight_q: a row-local quantizer (``PerRow`` or
+            ``PerGroup`` granularity). padding_idx: as in ``nn.Embedding`` (no gradient to that row).
+
+    Raises:
+        ConfigError: a per-tensor quantizer (one scale would tie every vocabulary row to the whole table).
+    """
+
+    def __init__(self, weight: nn.Parameter, weight_q: WeightQuantizer, padding_idx: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(weight_q.granularity, (PerRow, PerGroup)):
+            raise ConfigError(
+                f"embedding quantizer {weight_q!r}: expected PerRow() or PerGroup(n) granularity (row-local scales)"
+            )
+        self.weight, self.weight_q, self.padding_idx = weight, weight_q, padding_idx
+        self.num_embeddings, self.embedding_dim = weight.shape
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding, weight_q: WeightQuantizer) -> FakeQuantEmbedding:
+        """Wrap ``embedding``'s table (shared Parameter).
+
+        Raises:
+            ConfigError: ``embedding`` is not a plain ``nn.Embedding``, has ``max_norm``, or ``weight_q`` is per tensor.
+        """
+        if type(embedding) is not nn.Embedding:
+            raise ConfigError(f"FakeQuantEmbedding needs an nn.Embedding, got {type(embedding).__name__}")
+        if embedding.max_norm is not None:
+            raise ConfigError("FakeQuantEmbedding cannot wrap an nn.Embedding with max_norm (rows change at lookup)")
+        return cls(embedding.weight, weight_q, embedding.padding_idx).train(embedding.training)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """``(...)`` token ids -> ``(..., embedding_dim)`` fake-quantized rows."""
+        rows = F.embedding(input_ids, self.weight, self.padding_idx)  # (..., D)
+        return self.weight_q.fake_quantize(rows.reshape(-1, self.embedding_dim)).reshape(rows.shape)
+
+    def to_quantized(self) -> QuantizedEmbedding:
+        """The deployable table: codes + scales of ``weight`` (same outputs as this module)."""
+        codes, scale = self.weight_q.encode(self.weight)
+        return QuantizedEmbedding(codes, scale, self.weight_q, self.padding_idx).train(self.training)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, weight_q={self.weight_q}"

@@ -23,6 +23,8 @@ from enum import Enum
 from torch import nn
 
 from slimformer.errors import ConfigError
+from slimformer.quant.embedding import FakeQuantEmbedding
+from slimformer.quant.granularity import PerGroup, PerRow
 from slimformer.quant.modules import (
     ActivationQuantizer,
     BinaryWeight,
@@ -59,17 +61,30 @@ class QATConfig:
             weight-only QAT.
         quantize_pooler: Also quantize the pooler's dense layer when the model has one (BERT); KD-QAT does.
         filter_fn: Optional ``filter_fn(linear, fqn) -> bool`` restricting the candidate Linears further.
+        embedding: Optional quantizer of the word-embedding table, trained through it
+            (:class:`~slimformer.quant.embedding.FakeQuantEmbedding`; row-local granularity, e.g.
+            ``UniformWeight(4, PerRow())`` or ``TernaryWeight(PerRow())`` as TernaryBERT); None keeps it fp32.
 
     Raises:
-        ConfigError: ``weight`` / ``activation`` is not a quantizer value object, or ``filter_fn`` not callable.
+        ConfigError: ``weight`` / ``activation`` / ``embedding`` is not a quantizer value object (``embedding``:
+            or not row-local), or ``filter_fn`` not callable.
     """
 
     weight: WeightQuantizer = field(default_factory=TernaryWeight)
     activation: ActivationQuantizer | None = field(default_factory=ActivationQuantizer)
     quantize_pooler: bool = True
     filter_fn: FilterFn | None = None
+    embedding: WeightQuantizer | None = None
 
     def __post_init__(self) -> None:
+        if self.embedding is not None and (
+            not isinstance(self.embedding, (UniformWeight, TernaryWeight, BinaryWeight))
+            or not isinstance(self.embedding.granularity, (PerRow, PerGroup))
+        ):
+            raise ConfigError(
+                f"QATConfig embedding must be a weight quantizer with PerRow() or PerGroup(n) granularity, "
+                f"got {self.embedding!r}"
+            )
         if not isinstance(self.weight, (UniformWeight, TernaryWeight, BinaryWeight)):
             raise ConfigError(
                 f"QATConfig weight must be UniformWeight(...), TernaryWeight(...) or BinaryWeight(...), "
@@ -152,6 +167,9 @@ def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
         raise ConfigError("prepare_qat_ found no nn.Linear to quantize (check QATConfig.filter_fn)")
     for fqn, linear in targets.items():
         _swap(model, fqn, FakeQuantLinear.from_linear(linear, config.weight, config.activation))
+    if config.embedding is not None:
+        emb = _base(model).embeddings
+        emb.word_embeddings = FakeQuantEmbedding.from_embedding(emb.word_embeddings, config.embedding)
     setattr(model, _STATE_ATTR, QuantizationState.PREPARED)
     return model
 
@@ -172,5 +190,8 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     fake = [(name, m) for name, m in model.named_modules() if isinstance(m, FakeQuantLinear)]
     for fqn, module in fake:
         _swap(model, fqn, QuantizedLinear.from_fake_quant(module))
+    emb = _base(model).embeddings
+    if isinstance(emb.word_embeddings, FakeQuantEmbedding):
+        emb.word_embeddings = emb.word_embeddings.to_quantized()
     setattr(model, _STATE_ATTR, QuantizationState.CONVERTED)
     return model

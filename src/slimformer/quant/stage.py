@@ -51,6 +51,15 @@ _GRANULARITY = {"per_tensor": PerTensor, "per_row": PerRow}
 KD_QAT_MAP_OUTPUT = {"prediction": 1.0, "hidden_mse": 1.0, "attention_map_kl": 1.0, "attention_output_mse": 1.0}
 
 
+def _embedding_quantizer(bits: int | None) -> Any:
+    """The per-row quantizer of a ``bits``-bit word-embedding table (TernaryBERT's row-wise scheme), or None."""
+    if bits is None:
+        return None
+    if bits == 1:
+        return BinaryWeight(PerRow())
+    return TernaryWeight(PerRow()) if bits == 2 else UniformWeight(bits, PerRow())
+
+
 class QATStageConfig(KDTrainConfig):
     """The ``qat`` stage: low-bit QAT of a copy of the teacher with KD losses (KD-QAT, arXiv:2211.11014)."""
 
@@ -69,6 +78,11 @@ class QATStageConfig(KDTrainConfig):
     act_bits: int | None = Field(8, description="bits of the Linear inputs (dynamic max-abs); null = weights only")
     act_clip: float | None = Field(None, gt=0, description="activation pre-clip (KD-QAT: 2.5); null = none")
     quantize_pooler: bool = Field(True, description="also quantize the pooler dense layer (KD-QAT does)")
+    embedding_bits: Literal[1, 2, 4, 8] | None = Field(
+        None,
+        description="train the word-embedding table quantized, one scale per row: 8/4 uniform, 2 ternary "
+        "(TernaryBERT), 1 binary; null = fp32 table",
+    )
     kd_losses: dict[str, float] = Field(
         default_factory=lambda: dict(KD_QAT_MAP_OUTPUT),
         description="{loss name: weight}; default KD-QAT Map+Output: L_pred + L_rep + L_map + L_out",
@@ -104,7 +118,8 @@ class QATStageConfig(KDTrainConfig):
         if self.weight_clip != "default":
             kw["clip"] = self.weight_clip
         act = None if self.act_bits is None else ActivationQuantizer(bits=self.act_bits, clip=self.act_clip)
-        return QATConfig(weight=cls(**kw), activation=act, quantize_pooler=self.quantize_pooler)
+        emb = _embedding_quantizer(self.embedding_bits)
+        return QATConfig(weight=cls(**kw), activation=act, quantize_pooler=self.quantize_pooler, embedding=emb)
 
     def prepare(self, model: Any) -> list[Any]:
         """Prepare ``model`` for QAT in place; returns the Trainer callbacks the method needs (none here)."""
@@ -168,7 +183,14 @@ def describe_qat_config(config: QATConfig) -> dict[str, Any]:
     if isinstance(w, TernaryWeight):
         weight["threshold_factor"] = w.threshold_factor
     act = config.activation
+    e = config.embedding
+    embedding = None
+    if e is not None:
+        kind = {TernaryWeight: "ternary", BinaryWeight: "binary", UniformWeight: "uniform"}[type(e)]
+        bits = {TernaryWeight: 2, BinaryWeight: 1}.get(type(e), getattr(e, "bits", None))
+        embedding = {"quantizer": kind, "bits": bits, "granularity": type(e.granularity).__name__, "trained": True}
     return {
+        "embedding": embedding,
         "weight": weight,
         "activation": None if act is None else {"bits": act.bits, "clip": act.clip, "scale": "dynamic max-abs"},
         "quantize_pooler": config.quantize_pooler,
