@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.bench.latency import compare_runtimes
     from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
     from slimformer.config import ExportConfig, resolve_data_path
+    from slimformer.errors import ExportError
     from slimformer.evaluate import evaluate_predictor, pad_batch
     from slimformer.export import OrtModel
     from slimformer.io import atomic_write_json, read_json
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{out_file}: no {a.task} seed-{a.seed} rows with model_dir; run quant_results.py first")
     threads = a.threads or physical_cores()
     seq_len = teacher_row.get("seq_len") or SEQ_LEN[a.task]
-    teacher = teacher_row.get("teacher") or str(ROOT / TEACHERS[a.task])
+    teacher = str(ROOT / (teacher_row.get("teacher") or TEACHERS[a.task]))
     work = Path(a.run_dir) / a.name / a.task / "onnx"
     work.mkdir(parents=True, exist_ok=True)
 
@@ -98,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "static":
             row["calibration_examples"] = a.calibration_examples
         graphs[row["name"]] = (row, path)
+    failures: dict[str, str] = {}
     for r in trained:
-        exported = export_model(r["model_dir"], ExportConfig(), out=Path(r["model_dir"]) / "onnx")
+        try:
+            exported = export_model(ROOT / r["model_dir"], ExportConfig(), out=ROOT / r["model_dir"] / "onnx")
+        except ExportError as e:  # parity check failed: reported, the other rows still run
+            failures[r["name"]] = str(e)
+            print(f"{r['name']}: {e}", file=sys.stderr)
+            continue
         graphs[r["name"]] = (r, Path(exported["onnx_int8"]))
 
     sessions = {name: OrtModel(path, intra_op_num_threads=threads) for name, (_, path) in graphs.items()}
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quant_deploy.py {' '.join(argv or sys.argv[1:])}"
     results.setdefault("deploy_commands", {})[f"{a.task} seed {a.seed}"] = command
     results["deploy_machine"] = machine_info(threads)
+    failed = {k: v for k, v in results.get("deploy_failures", {}).items() if not k.startswith(f"{a.task}: ")}
+    results["deploy_failures"] = {**failed, **{f"{a.task}: {k}": v for k, v in failures.items()}}
     results["deploy_timing"] = {
         "inputs": f"first 32 dev examples padded to the task's seq_len ({a.task}: {seq_len})",
         "threads": threads,

@@ -10,8 +10,8 @@ set with the word-embedding table trained quantized too (ternary / int4 per row)
 losses vs SDQ (Quant-Noise + self-distillation). Every trained row uses the same budget (steps, examples, batch, lr,
 length, seed), stated in the file; the teacher row is evaluated with the same length and examples. Rows of other
 tasks already in the file are kept when the budget matches (run the script once per task). Accuracy is measured in
-PyTorch on the converted model (fake-quant numerics); latency of deployed int8 graphs comes from the
-export/benchmark stages, so timings stay empty here. Model folders go to ``runs/quant-bench/<name>/<task>/``.
+PyTorch on the converted model (fake-quant numerics); ONNX Runtime accuracy and latency come from
+``benchmarks/quant_deploy.py`` (run after this script). Model folders go to ``runs/quant-bench/<name>/<task>/``.
 """
 
 from __future__ import annotations
