@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "pivot": {
             "columns": [t for t in ("sst2", "mrpc", "cola") if t in tasks],
             "headers": {"sst2": "SST-2 dev acc.", "mrpc": "MRPC dev F1", "cola": "CoLA dev MCC"},
+            "size": True,
         },
         "columns": [
             ["task", "task"],

@@ -43,19 +43,23 @@ def render_columns(results: dict) -> str:
 def render_pivot(results: dict) -> str:
     """Rows x tasks: mean over seeds of each row's metric, the per-seed values after it.
 
-    ``results["pivot"]``: ``{"columns": [task, ...], "headers": {task: header}}``; rows are grouped by
+    ``results["pivot"]``: ``{"columns": [task, ...], "headers": {task: header}, "size": bool}``; rows are grouped by
     ``name`` (teacher rows first, then in order of first appearance) and by ``task``. A second table lists
     the rows with timings (``latency_ms_bs1``), when there are any.
     """
     spec = results["pivot"]
     tasks = spec["columns"]
     groups: dict[str, dict[str, list[tuple[object, float]]]] = {}
+    sizes: dict[str, set[float]] = {}
     for r in results["rows"]:
         if r.get("metric_value") is not None:
             groups.setdefault(r["name"], {}).setdefault(r["task"], []).append((r.get("seed"), r["metric_value"]))
+            sizes.setdefault(r["name"], set()).add(r.get("size_mb"))
     groups = dict(sorted(groups.items(), key=lambda kv: not kv[0].startswith("teacher")))  # teacher rows on top
     heads = [spec.get("headers", {}).get(t, t) for t in tasks]
-    lines = ["| row | " + " | ".join(heads) + " |", "|---|" + "---|" * len(tasks)]
+    with_size = bool(spec.get("size"))
+    heads += ["size MB"] if with_size else []
+    lines = ["| row | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for name, by_task in groups.items():
         cells = []
         for t in tasks:
@@ -66,6 +70,9 @@ def render_pivot(results: dict) -> str:
                 cells.append(f"{vals[0]:.4f}")
             else:
                 cells.append(f"**{sum(vals) / len(vals):.4f}** ({', '.join(f'{v:.4f}' for v in vals)})")
+        if with_size:  # one size per row name (e.g. the same packed layout on every task), else a range
+            vals = sorted(v for v in sizes[name] if v is not None)
+            cells.append("–" if not vals else _cell(vals[0]) if len(vals) == 1 else f"{vals[0]}-{vals[-1]}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     timed = [r for r in results["rows"] if r.get("latency_ms_bs1") is not None]
     if timed:
