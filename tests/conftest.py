@@ -116,3 +116,22 @@ def write_sst2(root: Path, train_lines: list[str], dev_lines: list[str] | None =
     dev = dev_lines if dev_lines is not None else SST2_ROWS[:4]
     (d / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(dev) + "\n", encoding="utf-8")
     return d
+
+
+def resume_callbacks():
+    """``(Interrupt, StepCounter)`` Trainer callbacks for resume tests: ``Interrupt`` raises ``KeyboardInterrupt``
+    once the first checkpoint is on disk; a ``StepCounter`` instance counts the optimizer steps it saw."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
+            raise KeyboardInterrupt
+
+    class StepCounter(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+
+    return Interrupt, StepCounter

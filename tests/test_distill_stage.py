@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SST2_ROWS, make_tiny_model, write_sst2
+from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
 from kd_helpers import save_teacher
 from slimformer.distill.stage import DistillStageConfig, run_distill
 from slimformer.distill.student import select_layers
@@ -100,8 +100,6 @@ def test_distill_options_are_validated_in_the_recipe() -> None:
 
 
 def test_interrupted_distillation_resumes_from_its_checkpoint(tmp_path: Path, tiny_tokenizer) -> None:
-    from transformers import TrainerCallback
-
     data = write_sst2(tmp_path, SST2_ROWS)
     teacher = save_teacher(tmp_path / "teacher", tiny_tokenizer, data, num_hidden_layers=3)
     cfg = DistillStageConfig(
@@ -109,21 +107,13 @@ def test_interrupted_distillation_resumes_from_its_checkpoint(tmp_path: Path, ti
     )
     ref = run_distill(cfg, tmp_path / "ref", teacher=teacher)
 
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            raise KeyboardInterrupt
-
-    class Count(TrainerCallback):
-        steps = 0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            Count.steps += 1
-
+    Interrupt, StepCounter = resume_callbacks()
+    count = StepCounter()
     with pytest.raises(KeyboardInterrupt):
         run_distill(cfg, tmp_path / "run", teacher=teacher, callbacks=[Interrupt()])
     assert (tmp_path / "run.trainer" / "checkpoint-2").is_dir()
-    res = run_distill(cfg.model_copy(update={"save_steps": 3}), tmp_path / "run", teacher=teacher, callbacks=[Count()])
-    assert Count.steps == 2 and res["steps"] == 4  # resumed at step 2 (checkpoint cadence may change)
+    res = run_distill(cfg.model_copy(update={"save_steps": 3}), tmp_path / "run", teacher=teacher, callbacks=[count])
+    assert count.steps == 2 and res["steps"] == 4  # resumed at step 2 (checkpoint cadence may change)
     assert not (tmp_path / "run.trainer").exists()
     a, b = load_model(ref["model_dir"]).model, load_model(res["model_dir"]).model
     for (name, p), q in zip(a.named_parameters(), b.parameters()):

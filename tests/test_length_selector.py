@@ -111,7 +111,10 @@ def test_selector_counts_follow_lengths_for():
     assert int(sel.keep_count(0)) == 13
     ratios = LengthConfig.from_ratios([0.9, 0.3, 0.3, 0.05])
     sel = LengthSelector.from_config(ratios, 4, mask)  # per batch row: its own real length
-    counts = [sel.row_keep_counts(i).tolist() for i in range(4) if not setattr(sel, "prev_k", sel.row_keep_counts(i))]
+    counts = []
+    for i in range(4):  # each layer clips to what the row kept at the previous one, as __call__ does
+        sel.prev_k = sel.row_keep_counts(i)
+        counts.append(sel.prev_k.tolist())
     assert [tuple(c[b] for c in counts) for b in range(2)] == [ratios.lengths_for(40), ratios.lengths_for(25)]
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import SST2_ROWS, make_tiny_model, write_sst2
+from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
 from slimformer.errors import ConfigError
 from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config
 from slimformer.length.trainer import LengthDropTrainer, sandwich_loss
@@ -188,8 +188,6 @@ def test_length_stage_config_errors(tmp_path: Path):
 
 def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir: Path):
     """Interrupted after the step-2 checkpoint and started again: the same model as an uninterrupted run."""
-    from transformers import TrainerCallback
-
     from slimformer.config import FinetuneConfig
     from slimformer.length.stage import LengthStageConfig, train_length_adaptive
     from slimformer.train.checkpoints import checkpoint_dir
@@ -206,22 +204,14 @@ def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir:
     )  # fmt: skip
     ref = train_length_adaptive(cfg, ft.model_dir, tmp_path / "ref")
 
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
-            raise KeyboardInterrupt
-
-    class Count(TrainerCallback):
-        steps = 0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            Count.steps += 1
-
+    Interrupt, StepCounter = resume_callbacks()
+    count = StepCounter()
     with pytest.raises(KeyboardInterrupt):
         train_length_adaptive(cfg, ft.model_dir, tmp_path / "run", callbacks=[Interrupt()])
     assert (checkpoint_dir(tmp_path / "run") / "checkpoint-2").is_dir()
     assert not (tmp_path / "run").exists()
-    resumed = train_length_adaptive(cfg, ft.model_dir, tmp_path / "run", callbacks=[Count()])
-    assert Count.steps == 2  # steps 3 and 4 only
+    resumed = train_length_adaptive(cfg, ft.model_dir, tmp_path / "run", callbacks=[count])
+    assert count.steps == 2  # steps 3 and 4 only
     assert resumed["steps"] == ref["steps"] == 4
     assert not checkpoint_dir(tmp_path / "run").exists()
     a, b = load_model(ref["model_dir"]).model, load_model(resumed["model_dir"]).model
@@ -231,10 +221,10 @@ def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir:
     cfg2 = cfg.model_copy(update={"learning_rate": 1e-2})
     with pytest.raises(KeyboardInterrupt):
         train_length_adaptive(cfg2, ft.model_dir, tmp_path / "other", callbacks=[Interrupt()])
-    Count.steps = 0
+    count = StepCounter()
     cfg3 = cfg.model_copy(update={"learning_rate": 2e-2})
-    other = train_length_adaptive(cfg3, ft.model_dir, tmp_path / "other", callbacks=[Count()])
-    assert other["steps"] == 4 and Count.steps == 4
+    other = train_length_adaptive(cfg3, ft.model_dir, tmp_path / "other", callbacks=[count])
+    assert other["steps"] == 4 and count.steps == 4
 
 
 def test_checkpoint_cadence_does_not_invalidate_a_finished_length_stage():
