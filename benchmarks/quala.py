@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     picked = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
     ctx = compress(ROOT / "recipes" / f"{name}.yaml", run_dir=args.run_dir, budget=picked or None)
     flags = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in picked.items())
+    if args.run_dir:
+        flags += f" --run-dir {args.run_dir}"
     command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quala.py {args.task}{flags}"
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
