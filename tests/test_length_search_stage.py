@@ -48,6 +48,40 @@ def test_search_split_is_disjoint_from_every_capped_training_sample(tmp_path, ti
         load_search_split("sst2", data, tiny_tokenizer, records=records, num_examples=20, seed=0, max_seq_length=16)
 
 
+def test_search_split_min_words_keeps_only_long_enough_examples(tmp_path, tiny_tokenizer) -> None:
+    rows = [f"{' '.join(['word'] * (1 + i % 6))}\t{i % 2}" for i in range(30)]  # 1..6 words
+    data = write_sst2(tmp_path, rows)
+    records = [{"stage": "distill", "seed": 5, "max_train_examples": 6}]
+    used = _sample(30, 6, 5)
+    split = load_search_split(
+        "sst2", data, tiny_tokenizer, records=records, num_examples=5, seed=0, max_seq_length=16, min_words=4
+    )
+    long_unused = [i for i in range(30) if i not in used and 1 + i % 6 >= 4]
+    assert split.pool == len(long_unused) and set(split.indices) <= set(long_unused)
+    assert all(len(e.text_a.split()) >= 4 for e in split.data.examples)
+    assert (
+        split.describe()["min_words"] == 4
+        and "min_words"
+        not in load_search_split(
+            "sst2", data, tiny_tokenizer, records=records, num_examples=5, seed=0, max_seq_length=16
+        ).describe()
+    )
+    with pytest.raises(ConfigError, match=r"only \d+ of the 30 training examples with at least 6 words"):
+        load_search_split(
+            "sst2", data, tiny_tokenizer, records=records, num_examples=10, seed=0, max_seq_length=16, min_words=6
+        )
+
+
+def test_example_words_counts_both_sentences_or_the_question() -> None:
+    from slimformer.length.search_split import example_words
+    from slimformer.tasks.glue import Example
+    from slimformer.tasks.squad import QAExample
+
+    assert example_words(Example("train-0", "two words", "and three more", "1")) == 5
+    assert example_words(Example("train-1", "one", None, "0")) == 1
+    assert example_words(QAExample("q", "t", "a long context here", "who is it ?", [])) == 4
+
+
 POINTS = [  # a front, cheapest first (metric on the search split, accuracy fractions)
     {"length_config": [8, 4], "metric": 0.80, "flops": 100.0, "latency_ms": 1.0},
     {"length_config": [12, 8], "metric": 0.885, "flops": 200.0, "latency_ms": 1.5},
@@ -160,3 +194,17 @@ def test_report_needs_the_exported_pick(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"needs an 'export' stage with int8 after 'search'.*has default length"):
         check_pick_graph(None, LengthConfig.from_ratios([0.5, 0.25]))
+
+
+def test_search_min_words_hashes_only_when_set() -> None:
+    from slimformer.config import identity_dump
+    from slimformer.recipe import _config_hash
+
+    def cfg(**opts):
+        return parse_recipe({"name": "q", "task": "sst2", "data": "x", "stages": [{"search": opts}]}).stages[0][1]
+
+    assert (
+        "search_min_words" not in identity_dump(cfg())
+        and identity_dump(cfg(search_min_words=8))["search_min_words"] == 8
+    )
+    assert _config_hash("search", cfg()) != _config_hash("search", cfg(search_min_words=8))

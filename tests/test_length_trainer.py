@@ -236,3 +236,120 @@ def test_checkpoint_cadence_does_not_invalidate_a_finished_length_stage():
 
     assert stage_hash(save_steps=50, save_total_limit=5) == stage_hash()
     assert stage_hash(learning_rate=1e-4) != stage_hash()
+
+
+@pytest.mark.parametrize("head", ["classification", "qa"])
+def test_sandwich_loss_with_a_teacher_for_the_full_pass(head):
+    """(1-α)·CE + α·τ²·KL(p_T/τ ‖ p_full/τ) replaces the full pass's CE; the sub-model terms are unchanged."""
+    model = make_tiny_model(head, "bert", num_labels=3 if head == "classification" else 2, num_hidden_layers=3)
+    teacher = make_tiny_model(head, "bert", num_labels=3 if head == "classification" else 2, num_hidden_layers=2)
+    batch = _batch(head)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        t_out = teacher(**inputs)
+    t_logits = (t_out.start_logits, t_out.end_logits) if head == "qa" else t_out.logits
+    alpha, tau = 0.7, 2.0
+    loss, logs = sandwich_loss(model, batch, SUBS, teacher_logits=t_logits, teacher_weight=alpha, temperature=tau)
+
+    full = model(**inputs)
+    pairs = [(t_out.start_logits, full.start_logits), (t_out.end_logits, full.end_logits)] if head == "qa" else []
+    pairs = pairs or [(t_out.logits, full.logits)]
+    kd = sum(_kl(F.log_softmax(t / tau, -1), F.log_softmax(s / tau, -1)).mean() for t, s in pairs) / len(pairs)
+    if head == "qa":
+        ce = (
+            F.cross_entropy(full.start_logits, batch["start_positions"])
+            + F.cross_entropy(full.end_logits, batch["end_positions"])
+        ) / 2
+    else:
+        ce = F.cross_entropy(full.logits, batch["labels"])
+    lat = _expected(model, batch, "teacher_student")  # (CE + Σ L_sub) / (m + 2)
+    expected = lat + (-ce + (1 - alpha) * ce + alpha * tau**2 * kd) / len(SUBS)
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)
+    assert set(logs) == {"loss_full", "loss_kd", "loss_ce", "loss_teacher"}
+    assert logs["loss_teacher"] == pytest.approx(float(tau**2 * kd.detach()), rel=1e-5)
+    # α = 0 is LAT exactly, whatever teacher logits are passed
+    torch.testing.assert_close(sandwich_loss(model, batch, SUBS, teacher_logits=t_logits)[0], lat)
+
+
+def test_sandwich_loss_teacher_errors():
+    model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=3)
+    batch = _batch("classification")
+    with pytest.raises(ValueError, match="teacher_weight > 0 needs teacher_logits"):
+        sandwich_loss(model, batch, SUBS, teacher_weight=0.5)
+    with pytest.raises(ConfigError, match="teacher_weight 1.5 is outside"):
+        sandwich_loss(model, batch, SUBS, teacher_weight=1.5, teacher_logits=torch.zeros(4, 3))
+    with pytest.raises(ConfigError, match="teacher_weight > 0 needs a teacher model"):
+        LengthDropTrainer(model=model, teacher_weight=0.5)
+
+
+def test_trainer_feeds_the_frozen_teacher_to_the_full_pass(tmp_path):
+    from transformers import TrainingArguments
+
+    model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=3)
+    teacher = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=2)
+    teacher.train()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
+    trainer = LengthDropTrainer(
+        model=model, args=args, teacher=teacher, teacher_weight=0.6, teacher_temperature=1.5, length_seed=3
+    )
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    model.train()
+    batch = _batch("classification")
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, batch)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    expected, _ = sandwich_loss(
+        model, batch, trainer.last_sandwich, teacher_logits=teacher(**inputs).logits, teacher_weight=0.6,
+        temperature=1.5,
+    )  # fmt: skip
+    torch.testing.assert_close(loss, expected)
+
+
+def test_length_stage_with_a_teacher(tmp_path: Path, tiny_model_dir: Path):
+    """The recipe's finetune model is the default teacher; it is recorded and changes the trained weights."""
+    data = write_sst2(tmp_path, SST2_ROWS)
+
+    def run(name: str, **length):
+        raw = {
+            "name": "lat",
+            "task": "sst2",
+            "model": str(tiny_model_dir),
+            "data": str(data),
+            "stages": [
+                {"finetune": {"max_steps": 1, "batch_size": 8, "max_seq_length": 16}},
+                {"length": {"max_steps": 2, "batch_size": 8, "num_sandwich": 1, "learning_rate": 1e-3, **length}},
+            ],
+        }
+        return run_recipe(parse_recipe(raw), run_dir=tmp_path / name, log=lambda s: None)
+
+    ctx = run("kd", teacher_weight=0.5, teacher_temperature=2.0)
+    applied = load_model(ctx.outputs["1-length"]["model_dir"]).meta.applied[-1]
+    assert applied["teacher"] == ctx.outputs["0-finetune"]["model_dir"] and applied["teacher_weight"] == 0.5
+    plain = run("plain")
+    assert load_model(plain.outputs["1-length"]["model_dir"]).meta.applied[-1]["teacher_weight"] == 0.0
+    a = load_model(ctx.outputs["1-length"]["model_dir"]).model
+    b = load_model(plain.outputs["1-length"]["model_dir"]).model
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    # no earlier stage to take a teacher from
+    recipe = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {"teacher_weight": 0.5}}]})
+    from slimformer.length.stage import _recipe_teacher
+    from slimformer.recipe import RunContext
+
+    with pytest.raises(ConfigError, match="teacher_weight > 0 needs teacher"):
+        _recipe_teacher(RunContext(run_dir=tmp_path, recipe=recipe, data_root=None))
+
+
+def test_teacher_fields_keep_the_identity_of_earlier_length_runs():
+    """Fields added later (identity-when-set) leave the hash of a config that does not set them unchanged."""
+    import hashlib
+
+    from slimformer.config import run_control_fields
+    from slimformer.recipe import _config_hash
+
+    cfg = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {}}]}).stages[0][1]
+    new = {"teacher_weight", "teacher", "teacher_temperature"}
+    before = cfg.model_dump(mode="json", exclude=run_control_fields(cfg) | new)  # the dump before the fields existed
+    old_hash = hashlib.sha256(json.dumps(["length", before], sort_keys=True).encode()).hexdigest()[:16]
+    assert _config_hash("length", cfg) == old_hash
+    assert _config_hash("length", cfg.model_copy(update={"teacher_weight": 0.5})) != old_hash
+    assert _config_hash("length", cfg.model_copy(update={"teacher_temperature": 3.0})) != old_hash

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,6 +24,8 @@ __all__ = [
     "RUN_CONTROL",
     "resolve_data_path",
     "run_control_fields",
+    "identity_dump",
+    "IDENTITY_WHEN_SET",
 ]
 
 #: ``model:`` value meaning "the model folder written by the previous stage of the recipe".
@@ -50,9 +52,27 @@ def resolve_data_path(path: str | os.PathLike[str], data_root: str | os.PathLike
 RUN_CONTROL = "run_control"
 
 
+#: ``json_schema_extra`` flag of stage-config fields added after runs already existed: such a field is part of a
+#: stage's identity only when set to something other than its default, so runs made before it keep their identity
+#: (the default must reproduce what the stage did before the field existed).
+IDENTITY_WHEN_SET = "identity_when_set"
+
+
 def run_control_fields(cfg: BaseModel) -> set[str]:
     """Names of the :data:`RUN_CONTROL` fields of a config."""
     return {k for k, f in type(cfg).model_fields.items() if (f.json_schema_extra or {}).get(RUN_CONTROL)}
+
+
+def identity_dump(cfg: BaseModel) -> dict[str, Any]:
+    """The config as JSON minus what does not change its result: the :data:`RUN_CONTROL` fields, and the
+    :data:`IDENTITY_WHEN_SET` fields left at their defaults. Resume hashes and checkpoint records use this."""
+    skip = run_control_fields(cfg)
+    for name, field in type(cfg).model_fields.items():
+        if (field.json_schema_extra or {}).get(IDENTITY_WHEN_SET) and getattr(cfg, name) == field.get_default(
+            call_default_factory=True
+        ):
+            skip.add(name)
+    return cfg.model_dump(mode="json", exclude=skip)
 
 
 class StageConfig(BaseModel):

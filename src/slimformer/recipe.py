@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slimformer.config import StageConfig, run_control_fields
+from slimformer.config import StageConfig, identity_dump
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
 
@@ -225,8 +225,9 @@ class RunContext:
 
 
 def _config_hash(name: str, cfg: StageConfig) -> str:
-    """Identity of a stage's config for resuming: every field except the :data:`RUN_CONTROL` ones."""
-    payload = json.dumps([name, cfg.model_dump(mode="json", exclude=run_control_fields(cfg))], sort_keys=True)
+    """Identity of a stage's config for resuming: :func:`~slimformer.config.identity_dump` (every field except the
+    run-control ones and the unset identity-when-set ones)."""
+    payload = json.dumps([name, identity_dump(cfg)], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -31,7 +31,7 @@ from slimformer import tasks
 from slimformer.errors import ConfigError
 from slimformer.train.data import TaskData, _cap, _squad_examples
 
-__all__ = ["TRAINING_STAGES", "SearchSplit", "seen_by_training", "load_search_split"]
+__all__ = ["TRAINING_STAGES", "SearchSplit", "example_words", "seen_by_training", "load_search_split"]
 
 #: ``applied`` records of these stages trained on the task's training file.
 TRAINING_STAGES = frozenset({"finetune", "distill", "length", "qat", "sdq"})
@@ -52,6 +52,7 @@ class SearchSplit:
     indices: list[int]
     pool: int
     overlaps: list[str] = field(default_factory=list)
+    min_words: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (what a results file states about the split)."""
@@ -61,7 +62,15 @@ class SearchSplit:
             "features": len(self.data.features),
             "pool": self.pool,
             "seen_by_uncapped_stages": self.overlaps,
+            **({"min_words": self.min_words} if self.min_words else {}),
         }
+
+
+def example_words(example: Any) -> int:
+    """Whitespace-separated words of an example's input text: GLUE ``text_a`` (+ ``text_b``), SQuAD the question."""
+    if hasattr(example, "question"):
+        return len(example.question.split())
+    return len(example.text_a.split()) + len((example.text_b or "").split())
 
 
 def seen_by_training(num_examples: int, records: Iterable[Mapping[str, Any]]) -> tuple[set[int], list[str]]:
@@ -101,14 +110,20 @@ def load_search_split(
     max_seq_length: int,
     squad_split: str = "dev-article-split",
     doc_stride: int = 128,
+    min_words: int | None = None,
 ) -> SearchSplit:
     """``num_examples`` training examples that no capped training stage in ``records`` used (seeded draw).
+
+    ``min_words`` keeps only examples of at least that many words (:func:`example_words`) in the pool. SST-2's
+    training file is mostly sub-sentence phrases (9.4 words on average) while its dev set holds whole sentences
+    (19.5 words): a search scored on phrases underestimates what dropping tokens costs on the report split.
 
     Args:
         task: task name. data: the task's data folder (GLUE) or SQuAD file/folder.
         tokenizer: the model's tokenizer. records: the model's ``applied`` history.
         num_examples: size of the split (examples; SQuAD questions, each one or more windows).
         seed: seed of the draw. max_seq_length, squad_split, doc_stride: as in training.
+        min_words: shortest example kept in the pool (words), or ``None`` for all.
 
     Returns:
         A :class:`SearchSplit` whose ``data`` has evaluation features (GLUE labels; SQuAD offsets).
@@ -124,10 +139,14 @@ def load_search_split(
         examples = tasks.read_glue(spec, data, "train")
     seen, overlaps = seen_by_training(len(examples), records)
     pool = [i for i in range(len(examples)) if i not in seen]
+    if min_words:
+        pool = [i for i in pool if example_words(examples[i]) >= min_words]
     if len(pool) < num_examples:
+        longer = f" with at least {min_words} words" if min_words else ""
         raise ConfigError(
-            f"search_examples={num_examples} but only {len(pool)} of the {len(examples)} training examples were "
-            "not used by a training stage; lower search_examples or max_train_examples of the training stages"
+            f"search_examples={num_examples} but only {len(pool)} of the {len(examples)} training examples{longer} "
+            "were not used by a training stage; lower search_examples, search_min_words or max_train_examples of the "
+            "training stages"
         )
     indices = sorted(random.Random(seed).sample(pool, num_examples))
     chosen = [examples[i] for i in indices]
@@ -135,4 +154,4 @@ def load_search_split(
         feats = tasks.prepare_eval_features(chosen, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride)
     else:
         feats = tasks.encode_glue(chosen, spec, tokenizer, max_seq_length)
-    return SearchSplit(TaskData(spec, feats, chosen, "search"), indices, len(pool), overlaps)
+    return SearchSplit(TaskData(spec, feats, chosen, "search"), indices, len(pool), overlaps, min_words or None)

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from slimformer.config import StageConfig, resolve_data_path
+from slimformer.config import IDENTITY_WHEN_SET, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.recipe import Recipe, RunContext, register_stage
 
@@ -72,6 +72,13 @@ class SearchStageConfig(LengthBudget, StageConfig):
     cost: Literal["flops", "latency"] = Field("flops", description="search cost: FLOPs or int8 ORT ms (batch 1)")
     seq_len: int | None = Field(None, gt=1, description="N, tokens the cost refers to (default: the model's)")
     search_examples: int = Field(1000, ge=1, description="examples of the held-out search split")
+    search_min_words: int | None = Field(
+        None,
+        ge=1,
+        description="draw the search split from training examples of at least this many words (e.g. SST-2, whose "
+        "training file is mostly short phrases and whose dev set is whole sentences)",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
     eval_batch_size: int = Field(64, ge=1)
     population: int = Field(20, ge=0)
     mutation_size: int = Field(30, ge=0)
@@ -207,6 +214,7 @@ def run_search(
         max_seq_length=meta.max_seq_length or spec.max_seq_length,
         squad_split=ft.get("squad_split", "dev-article-split"),
         doc_stride=ft.get("doc_stride", 128),
+        min_words=config.search_min_words,
     )
 
     def metric(gene: tuple[int, ...]) -> float:
@@ -223,6 +231,7 @@ def run_search(
     bounds = None if config.min_cost is None and config.max_cost is None else (config.min_cost, config.max_cost)
     if config.min_cost is not None and config.max_cost is not None and config.min_cost > config.max_cost:
         raise ConfigError(f"search: min_cost {config.min_cost:.6g} is above max_cost {config.max_cost:.6g}")
+    min_words = f",min_words={config.search_min_words}" if config.search_min_words else ""
     result = evolutionary_search(
         metric,
         cost,
@@ -240,7 +249,7 @@ def run_search(
         seed=config.seed,
         store=out / "search.json",
         model_id=f"{model_dir.resolve()}#{model_fingerprint(model_dir)}",
-        metric_name=f"{spec.main_metric}@search-split(n={config.search_examples},seed={config.seed})"
+        metric_name=f"{spec.main_metric}@search-split(n={config.search_examples},seed={config.seed}{min_words})"
         f"/{config.gene_form}@N={n}",
         cost_name=cost_name,
         progress=config.progress,

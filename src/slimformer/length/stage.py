@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from slimformer.config import RUN_CONTROL, StageConfig, resolve_data_path
+from slimformer.config import IDENTITY_WHEN_SET, RUN_CONTROL, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
@@ -56,6 +56,22 @@ class LengthStageConfig(StageConfig):
         "teacher_student", description="KL(p_full||p_sub) (textbook KD) or KL(p_sub||p_full) (the LAT code)"
     )
     min_length: int = Field(2, ge=1, description="floor of sampled lengths (tokens)")
+    teacher_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="α: the full pass learns (1-α)·CE + α·τ²·KL(teacher||full) from a frozen teacher (0: LAT, labels)",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
+    teacher: str | None = Field(
+        None,
+        description="teacher folder for teacher_weight > 0 (default: the teacher of the recipe's distill stage, else "
+        "its finetune model)",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
+    teacher_temperature: float = Field(
+        1.0, gt=0, description="τ of the teacher term", json_schema_extra={IDENTITY_WHEN_SET: True}
+    )
     logging_steps: int = Field(50, ge=1)
     save_steps: int = Field(
         200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
@@ -74,6 +90,9 @@ def train_length_adaptive(
 ) -> dict[str, Any]:
     """Train ``model_dir`` with LengthDrop and save it to ``out`` with a full-length ``length_config.json``.
 
+    With ``config.teacher_weight > 0`` the full pass also learns from the frozen ``config.teacher`` (a fine-tuned
+    full-precision model of the same task; see :mod:`slimformer.length.trainer`).
+
     Checkpoints go to ``<out>.checkpoints`` every ``save_steps`` steps; started again with the same config and
     input model, an interrupted run continues from the last one (weights, optimizer, schedule, RNG states, data
     position and the sub-model sampler, which is seeded per optimizer step), and gives the same model as an
@@ -83,7 +102,8 @@ def train_length_adaptive(
         ``{"model_dir", "metrics", "length_config", "steps"}``; ``metrics`` are the full-length dev metrics.
 
     Raises:
-        ConfigError: the model was fine-tuned on another task, or has no classification / QA head.
+        ConfigError: the model was fine-tuned on another task, or has no classification / QA head;
+            ``teacher_weight > 0`` without a teacher, or a teacher of another task / a quantized one.
         DataError, ModelLoadError: missing data or model files.
     """
     from transformers import DataCollatorWithPadding, set_seed
@@ -96,6 +116,7 @@ def train_length_adaptive(
     from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
     from slimformer.train.data import load_eval_set, load_train_features
     from slimformer.train.finetune import _ListDataset
+    from slimformer.train.kd import load_teacher
 
     out = Path(out)
     loaded = load_model(model_dir)
@@ -105,6 +126,12 @@ def train_length_adaptive(
         raise ConfigError(f"length: the model in {model_dir} was fine-tuned on {meta.task!r}, not {spec.name!r}")
     if model.head is HeadKind.NONE:
         raise ConfigError(f"length: the model in {model_dir} has no task head; LengthDrop needs task labels")
+    teacher, identity = None, {"model_dir": str(Path(model_dir).resolve())}
+    if config.teacher_weight > 0:
+        if not config.teacher:
+            raise ConfigError("length: teacher_weight > 0 needs teacher: <folder> (a fine-tuned model of the task)")
+        teacher = load_teacher(config.teacher, spec.name).model
+        identity["teacher"] = str(Path(config.teacher).resolve())
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
@@ -131,9 +158,12 @@ def train_length_adaptive(
         kl_direction=config.kl_direction,
         min_length=config.min_length,
         length_seed=config.seed,
+        teacher=teacher,
+        teacher_weight=config.teacher_weight,
+        teacher_temperature=config.teacher_temperature,
         callbacks=callbacks,
     )
-    last = prepare_checkpoints(ckpt, resume_record(config, model_dir=str(Path(model_dir).resolve())), resume=True)
+    last = prepare_checkpoints(ckpt, resume_record(config, **identity), resume=True)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     full = LengthConfig.full(model.num_layers)
     metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
@@ -157,10 +187,26 @@ def train_length_adaptive(
     return {"model_dir": str(out), "metrics": metrics, "length_config": full.to_dict(), "steps": result.global_step}
 
 
+def _recipe_teacher(ctx: RunContext) -> str:
+    """The teacher of the recipe's latest ``distill`` stage, else the model of its ``finetune`` stage.
+
+    Raises:
+        ConfigError: neither stage ran before ``length``.
+    """
+    stages = list(reversed(ctx.outputs.items()))  # keys are "<index>-<stage name>"
+    teacher = next((o.get("teacher") for k, o in stages if k.endswith("-distill") and o.get("teacher")), None)
+    teacher = teacher or next((o.get("model_dir") for k, o in stages if k.endswith("-finetune")), None)
+    if not teacher:
+        raise ConfigError("length: teacher_weight > 0 needs teacher: <folder>, or a distill / finetune stage before it")
+    return str(teacher)
+
+
 @register_stage("length", LengthStageConfig, inherits=("task", "data", "seed"))
 def _length(ctx: RunContext, cfg: LengthStageConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:
         raise ConfigError("stage 'length' needs a model_dir from an earlier 'finetune' stage in the recipe")
+    if cfg.teacher_weight > 0 and not cfg.teacher:
+        cfg = cfg.model_copy(update={"teacher": _recipe_teacher(ctx)})
     outputs = train_length_adaptive(cfg, model_dir, ctx.stage_dir("length"), data_root=ctx.data_root)
     return {**outputs, "task": cfg.task, "data": cfg.data}

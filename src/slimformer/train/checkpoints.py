@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from slimformer.config import run_control_fields
+from slimformer.config import identity_dump
 from slimformer.io import atomic_write_json, read_json
 
 __all__ = [
@@ -45,9 +45,9 @@ def last_checkpoint(ckpt: Path) -> Path | None:
 
 
 def resume_record(config: BaseModel, **identity: Any) -> dict[str, Any]:
-    """What an interrupted run must match to be resumed: the config minus its ``RUN_CONTROL`` fields, plus
-    ``identity`` (the input model folder, the teacher, ...)."""
-    return {**config.model_dump(mode="json", exclude=run_control_fields(config)), **identity}
+    """What an interrupted run must match to be resumed: :func:`~slimformer.config.identity_dump` of the config
+    (no run-control fields), plus ``identity`` (the input model folder, the teacher, ...)."""
+    return {**identity_dump(config), **identity}
 
 
 def prepare_checkpoints(ckpt: Path, record: dict[str, Any], resume: bool) -> Path | None:
