@@ -2,6 +2,11 @@
 
     SLIMFORMER_DATA=../shared/data python benchmarks/quala.py sst2 [--max-loss 1.0 | --budget-ms 8 | --max-flops 9e8]
     SLIMFORMER_DATA=../shared/data python benchmarks/quala.py squad
+    SLIMFORMER_DATA=../shared/data python benchmarks/quala.py sst2 --variant lat --run-dir runs/quala-sst2-lat \
+        --set stages.2.length.teacher_weight=0 --set stages.3.search.search_min_words=null
+
+``--variant NAME --set KEY=VALUE ...`` runs the recipe with overrides (as ``slimformer compress``) and writes
+``quala-<task>-<NAME>.json`` instead: an ablation beside the recipe's own results.
 
 runs ``slimformer compress recipes/quala-<task>.yaml`` into ``runs/quala-<task>`` (completed stages are reused; see
 the recipe for reusing the existing teacher), then copies the ``length_benchmark`` report into the results file
@@ -80,15 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--max-loss", type=float)
     budget.add_argument("--budget-ms", type=float)
     budget.add_argument("--max-flops", type=float)
+    parser.add_argument("--variant", help="ablation name: results go to quala-<task>-<variant>.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     args = parser.parse_args(argv)
+    if args.set and not args.variant:
+        parser.error("--set changes the recipe: name the result with --variant")
 
     from slimformer.api import compress
     from slimformer.io import atomic_write_json
 
-    name = f"quala-{args.task}"
+    recipe = f"quala-{args.task}"
+    name = f"{recipe}-{args.variant}" if args.variant else recipe
     picked = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
-    ctx = compress(ROOT / "recipes" / f"{name}.yaml", run_dir=args.run_dir, budget=picked or None)
+    ctx = compress(ROOT / "recipes" / f"{recipe}.yaml", overrides=args.set, run_dir=args.run_dir, budget=picked or None)
     flags = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in picked.items())
+    if args.variant:
+        flags += f" --variant {args.variant}" + "".join(f" --set {kv}" for kv in args.set)
     if args.run_dir:
         flags += f" --run-dir {args.run_dir}"
     command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quala.py {args.task}{flags}"
@@ -96,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = ROOT / "benchmarks" / "plots"  # results/ holds only the JSON results files
     plot_dir.mkdir(parents=True, exist_ok=True)
-    out = atomic_write_json(out_dir / f"{name}.json", build_results(ctx.run_dir, name, command, plot_dir))
+    results = build_results(ctx.run_dir, name, command, plot_dir)
+    results["recipe"] = f"recipes/{recipe}.yaml"
+    if args.set:
+        results["overrides"] = args.set
+    out = atomic_write_json(out_dir / f"{name}.json", results)
     print(f"wrote {out}")
     return 0
 

@@ -218,6 +218,17 @@ def test_results_file_from_the_run(run, tmp_path) -> None:
     assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
 
 
+def test_results_overrides_need_a_variant_name(capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quala_bench", Path(__file__).parents[1] / "benchmarks" / "quala.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exc:  # would overwrite the recipe's own results file with an ablation
+        bench.main(["sst2", "--set", "stages.2.length.teacher_weight=0"])
+    assert exc.value.code == 2 and "name the result with --variant" in capsys.readouterr().err
+
+
 def test_latency_cost_search_and_budget_ms_pick(run, tmp_path) -> None:
     from slimformer.length.search_stage import SearchStageConfig, run_search
 
