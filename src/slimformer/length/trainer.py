@@ -13,8 +13,9 @@ and the step minimises ``(L_full + Σ L_sub) / (m + 2)``.
 
 **Teacher for the full pass (our addition, off by default).** LAT trains the full model on the labels alone.
 Started from a student that was *distilled* from a larger teacher, that drops the teacher's soft targets, and the
-full-length accuracy falls back towards what label-only fine-tuning gives (SST-2, 3-layer MiniLM student: 0.887
-after distillation, 0.874 after one LengthDrop epoch). With ``teacher_weight = α > 0`` and a frozen external
+full-length accuracy may fall back towards what label-only fine-tuning gives (SST-2, 3-layer MiniLM student: 0.887
+after distillation, 0.874 after one LengthDrop epoch; with α = 1 below, 0.870, so not the cause there; docs/length.md).
+With ``teacher_weight = α > 0`` and a frozen external
 teacher, the full pass is trained on ``(1 − α)·CE + α·τ²·KL(softmax(z_T/τ) ‖ softmax(z_full/τ))`` (Hinton et al.
 2015; span QA: start/end mean over positions; regression: MSE to ``z_T``); the sub-models still distil from the
 full model in place. The teacher runs once per step, at full length, without gradients.
