@@ -5,8 +5,9 @@
     SLIMFORMER_DATA=../shared/data python benchmarks/quala.py sst2 --variant lat --run-dir runs/quala-sst2-lat \
         --set stages.2.length.teacher_weight=0 --set stages.3.search.search_min_words=null
 
-``--variant NAME --set KEY=VALUE ...`` runs the recipe with overrides (as ``slimformer compress``) and writes
-``quala-<task>-<NAME>.json`` instead: an ablation beside the recipe's own results.
+``--recipe NAME`` runs ``recipes/NAME.yaml`` instead (e.g. ``quala-sst2-truncation``, the pipeline without the
+LengthDrop stage) and writes ``NAME.json``. ``--variant NAME --set KEY=VALUE ...`` runs the recipe with overrides
+(as ``slimformer compress``) and writes ``<recipe>-<NAME>.json`` instead: an ablation beside the recipe's own results.
 
 runs ``slimformer compress recipes/quala-<task>.yaml`` into ``runs/quala-<task>`` (completed stages are reused; see
 the recipe for reusing the existing teacher), then copies the ``length_benchmark`` report into the results file
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--max-loss", type=float)
     budget.add_argument("--budget-ms", type=float)
     budget.add_argument("--max-flops", type=float)
+    parser.add_argument("--recipe", help="recipe name under recipes/ (default: quala-<task>)")
     parser.add_argument("--variant", help="ablation name: results go to quala-<task>-<variant>.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     args = parser.parse_args(argv)
@@ -94,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.api import compress
     from slimformer.io import atomic_write_json
 
-    recipe = f"quala-{args.task}"
+    recipe = args.recipe or f"quala-{args.task}"
     name = f"{recipe}-{args.variant}" if args.variant else recipe
     picked = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
     ctx = compress(ROOT / "recipes" / f"{recipe}.yaml", overrides=args.set, run_dir=args.run_dir, budget=picked or None)
     flags = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in picked.items())
+    if args.recipe:
+        flags += f" --recipe {args.recipe}"
     if args.variant:
         flags += f" --variant {args.variant}" + "".join(f" --set {kv}" for kv in args.set)
     if args.run_dir:
