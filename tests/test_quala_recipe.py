@@ -218,6 +218,27 @@ def test_results_file_from_the_run(run, tmp_path) -> None:
     assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
 
 
+def test_pipeline_without_a_length_stage_searches_the_distilled_student(run, tmp_path) -> None:
+    """recipes/quala-sst2-truncation.yaml's shape: every configuration is plain truncation of the student."""
+    raw, run_dir = _copy_run(run, tmp_path)
+    raw["stages"] = [s for s in raw["stages"] if next(iter(s)) != "length"]
+    with pytest.raises(ConfigError, match="search store .* was written for another search setup"):
+        run_recipe(parse_recipe(raw), run_dir=run_dir, log=lambda s: None)  # the LengthDrop model's store
+    shutil.rmtree(run_dir / "search")
+    ctx = run_recipe(parse_recipe(raw), run_dir=run_dir, log=lambda s: None)
+    front = read_json(ctx.outputs["2-search"]["front_json"])
+    assert front["searched_model"] == ctx.outputs["1-distill"]["model_dir"] and front["front"]
+    report = read_json(run_dir / "report.json")
+    names = [r["name"] for r in report["rows"]]
+    assert names[:2] == ["teacher fp32", "teacher int8 dynamic PTQ (ORT)"] and len(names) == 3
+    assert report["lengthdrop_vs_truncation"] is None  # nothing to compare: the searched model is the plain one
+    assert [a["stage"] for a in load_model(ctx.outputs["2-search"]["model_dir"]).meta.applied] == [
+        "finetune",
+        "distill",
+        "search",
+    ]
+
+
 def test_results_overrides_need_a_variant_name(capsys) -> None:
     import importlib.util
 
