@@ -46,8 +46,23 @@ def training_budget(model_dir: Path) -> dict[str, Any]:
     return out
 
 
-def build_results(run_dir: Path, name: str, command: str, plot_dir: Path) -> dict[str, Any]:
-    """The results dict of a finished QuaLA run folder; the plots are copied into ``plot_dir`` as ``<name>.*.png``."""
+def stage_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Dev metrics (PyTorch fp32, full length) each training stage of the run recorded in ``state.json``."""
+    from slimformer.io import read_json
+
+    stages = read_json(run_dir / "state.json")["stages"]
+    return {
+        st["name"]: st["outputs"]["metrics"]
+        for st in stages
+        if st["name"] in _STAGE_KEYS and "metrics" in st.get("outputs", {})
+    }
+
+
+def build_results(run_dir: Path, name: str, command: str, plot_dir: Path, recipe: str | None = None) -> dict[str, Any]:
+    """The results dict of a finished QuaLA run folder; the plots are copied into ``plot_dir`` as ``<name>.*.png``.
+
+    ``recipe``: the recipe's name under ``recipes/`` (default ``name``).
+    """
     from slimformer.io import read_json
 
     report = read_json(run_dir / "report.json")
@@ -60,7 +75,7 @@ def build_results(run_dir: Path, name: str, command: str, plot_dir: Path) -> dic
     return {
         "benchmark": name,
         "command": command,
-        "recipe": f"recipes/{name}.yaml",
+        "recipe": f"recipes/{recipe or name}.yaml",
         "machine": report["machine"],
         "task": report["task"],
         "metric": report["metric"],
@@ -70,6 +85,7 @@ def build_results(run_dir: Path, name: str, command: str, plot_dir: Path) -> dic
         "search": {**front["search"], "cost": front["cost"], "gene_form": front["gene_form"]},
         "selected": front["selected"],
         "training": training_budget(Path(front["searched_model"])),
+        "stage_metrics": stage_metrics(run_dir),
         "timing": report["timing"],
         "rows": report["rows"],
         "front": report["front"],
@@ -112,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = ROOT / "benchmarks" / "plots"  # results/ holds only the JSON results files
     plot_dir.mkdir(parents=True, exist_ok=True)
-    results = build_results(ctx.run_dir, name, command, plot_dir)
-    results["recipe"] = f"recipes/{recipe}.yaml"
+    results = build_results(ctx.run_dir, name, command, plot_dir, recipe=recipe)
     if args.set:
         results["overrides"] = args.set
     out = atomic_write_json(out_dir / f"{name}.json", results)

@@ -114,6 +114,12 @@ def render(results: dict) -> str:
         lines.insert(-1, f"ONNX Runtime rows: `{' && '.join(results['deploy_commands'].values())}`  ")
     if budget:
         lines.append(f"Training budget: {budget}.  ")
+    if results.get("stage_metrics"):
+        stages = "; ".join(
+            f"{stage} " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "main")
+            for stage, m in results["stage_metrics"].items()
+        )
+        lines.append(f"Dev metrics after each training stage (PyTorch fp32, full length): {stages}.  ")
     seq = results.get("max_seq_length")
     if isinstance(seq, dict):
         lines.append("Sequence length per task: " + ", ".join(f"{k} {v}" for k, v in seq.items()) + ".  ")

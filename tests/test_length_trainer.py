@@ -42,19 +42,21 @@ def _kl(p_log, q_log):  # KL(p || q) per row, from log-probabilities
     return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
+def _task_ce(out, batch, qa: bool):  # the full pass's task loss, by hand (QA: mean of start and end CE)
+    if qa:
+        return (
+            F.cross_entropy(out.start_logits, batch["start_positions"])
+            + F.cross_entropy(out.end_logits, batch["end_positions"])
+        ) / 2
+    return F.cross_entropy(out.logits, batch["labels"])
+
+
 def _expected(model, batch, direction):
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     full = model(**inputs)
     qa = model.head.value == "qa"
     teacher = (full.start_logits, full.end_logits) if qa else (full.logits,)
-    if qa:
-        task = (
-            F.cross_entropy(full.start_logits, batch["start_positions"])
-            + F.cross_entropy(full.end_logits, batch["end_positions"])
-        ) / 2
-    else:
-        task = F.cross_entropy(full.logits, batch["labels"])
-    total = task
+    total = _task_ce(full, batch, qa)
     for sub in SUBS[1:]:
         out = forward_with_config(model, **inputs, config=LengthConfig.from_lengths(sub.lengths), layers=sub.layers)
         student = (out.start_logits, out.end_logits) if qa else (out.logits,)
@@ -255,13 +257,7 @@ def test_sandwich_loss_with_a_teacher_for_the_full_pass(head):
     pairs = [(t_out.start_logits, full.start_logits), (t_out.end_logits, full.end_logits)] if head == "qa" else []
     pairs = pairs or [(t_out.logits, full.logits)]
     kd = sum(_kl(F.log_softmax(t / tau, -1), F.log_softmax(s / tau, -1)).mean() for t, s in pairs) / len(pairs)
-    if head == "qa":
-        ce = (
-            F.cross_entropy(full.start_logits, batch["start_positions"])
-            + F.cross_entropy(full.end_logits, batch["end_positions"])
-        ) / 2
-    else:
-        ce = F.cross_entropy(full.logits, batch["labels"])
+    ce = _task_ce(full, batch, head == "qa")
     lat = _expected(model, batch, "teacher_student")  # (CE + Σ L_sub) / (m + 2)
     expected = lat + (-ce + (1 - alpha) * ce + alpha * tau**2 * kd) / len(SUBS)
     torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)

@@ -215,6 +215,11 @@ def test_results_file_from_the_run(run, tmp_path) -> None:
     assert res["training"]["distill"]["student_layers"] == [0, 2] and res["training"]["length"]["max_steps"] == 1
     assert res["training"]["distill"]["train_examples"] == 16 == res["training"]["length"]["train_examples"]
     assert res["search_split"]["examples"] == 24 and res["selected"]["length_config"]
+    assert (
+        list(res["stage_metrics"]) == ["finetune", "distill", "length"] and res["recipe"] == "recipes/quala-tiny.yaml"
+    )
+    length_eval = read_json(Path(ctx.outputs["2-length"]["model_dir"]) / "eval_results.json")["metrics"]
+    assert res["stage_metrics"]["length"] == length_eval
     assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
 
 
