@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", help="recipe name under recipes/ (default: quala-<task>)")
     parser.add_argument("--variant", help="ablation name: results go to quala-<task>-<variant>.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    parser.add_argument("--rerun-from", metavar="STAGE", help="rerun this recipe stage and the later ones")
     args = parser.parse_args(argv)
     if args.set and not args.variant:
         parser.error("--set changes the recipe: name the result with --variant")
@@ -115,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = args.recipe or f"quala-{args.task}"
     name = f"{recipe}-{args.variant}" if args.variant else recipe
     picked = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
-    ctx = compress(ROOT / "recipes" / f"{recipe}.yaml", overrides=args.set, run_dir=args.run_dir, budget=picked or None)
+    ctx = compress(
+        ROOT / "recipes" / f"{recipe}.yaml",
+        overrides=args.set,
+        run_dir=args.run_dir,
+        rerun_from=args.rerun_from,
+        budget=picked or None,
+    )
     flags = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in picked.items())
     if args.recipe:
         flags += f" --recipe {args.recipe}"
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         flags += f" --variant {args.variant}" + "".join(f" --set {kv}" for kv in args.set)
     if args.run_dir:
         flags += f" --run-dir {args.run_dir}"
+    if args.rerun_from:
+        flags += f" --rerun-from {args.rerun_from}"
     command = f"SLIMFORMER_DATA=../shared/data python benchmarks/quala.py {args.task}{flags}"
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -142,3 +142,49 @@ def test_recipe_finetune_length_export_quantize(tmp_path, tiny_model_dir):
 
         inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(out[key]).graph.initializer}
         assert inits["length_caps"].tolist() == [6, 3] and inits["length_ratios"].tolist() == [1.0, 1.0]
+
+
+def test_selection_ops_move_whole_rows(exported):
+    """Rows are gathered / restored as whole rows (Gather / ScatterND), never per element (LENGTH_GRAPH_VERSION 2).
+
+    Per-element ``GatherElements`` / ``ScatterElements`` over ``(B, k, D)`` and the 2-axis ``ReduceSum`` over the
+    ``(B, H, n, n)`` probabilities cost as much as a layer's int8 MatMuls in ONNX Runtime.
+    """
+    import onnx
+
+    model, path = exported["model"], exported["path"]
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    ops = [n.op_type for n in graph.node]
+    assert "ScatterElements" not in ops
+    assert ops.count("ScatterND") == (model.num_layers if model.head.value == "qa" else 0)
+    # GatherElements remain only on (B, n)-shaped int tensors (mask, positions), one row gather per layer
+    shapes = {v.name: v for v in list(graph.value_info) + list(graph.output)}
+    gathers = [n for n in graph.node if n.op_type == "GatherElements"]
+    assert gathers and all(n.output[0] in shapes for n in gathers)
+    for node in gathers:
+        dims = shapes[node.output[0]].type.tensor_type.shape.dim
+        assert len(dims) == 2, f"{node.name} gathers a {len(dims)}-D tensor element by element"
+    assert {"length_graph": "2"}.items() <= {
+        p.key.removeprefix("slimformer."): p.value for p in onnx.load(str(path)).metadata_props
+    }.items()
+
+
+def test_cached_int8_export_is_redone_for_another_graph_version(tmp_path, tiny_tokenizer):
+    import json
+
+    from slimformer.length.artifacts import export_length_int8
+    from slimformer.models import ModelMeta, save_model
+
+    model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=2)
+    src = save_model(model, tiny_tokenizer, tmp_path / "m", ModelMeta(head="classification", max_seq_length=32))
+    fp32, int8 = export_length_int8(src, tmp_path / "onnx")
+    first = int8.stat().st_mtime_ns
+    assert export_length_int8(src, tmp_path / "onnx") == (fp32, int8)
+    assert int8.stat().st_mtime_ns == first  # same weights, settings and graph version: reused
+    stamp_path = tmp_path / "onnx" / "length_export.json"
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["graph"] == 2
+    stamp_path.write_text(json.dumps({**stamp, "graph": 1}))  # an export made by an older slimformer
+    export_length_int8(src, tmp_path / "onnx")
+    assert int8.stat().st_mtime_ns != first
+    assert json.loads(stamp_path.read_text())["graph"] == 2

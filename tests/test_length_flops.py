@@ -40,6 +40,9 @@ def test_formula_matches_counted_forward(head, cfg):
     model = make_tiny_model(head, "bert", num_labels=3 if head == "classification" else 2, num_hidden_layers=3)
     n = 24
     expected = config_flops(cfg, n, EncoderDims.from_model(model), include_head=True)
+    if cfg is not None:  # the selector's significance MatMul, H·n_in² MACs per layer (outside the FLOPs model)
+        heads, n_in = model.config.num_attention_heads, [n, *cfg.lengths_for(n)[:-1]]
+        expected += sum(2 * heads * k * k for k in n_in)
     assert _counted_flops(model, n, cfg) == expected
 
 

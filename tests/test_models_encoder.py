@@ -385,3 +385,26 @@ def test_qa_head_with_dropped_tokens_gives_full_length_logits():
         assert torch.isfinite(loss)
         with pytest.raises(ValueError, match="restore=True"):
             qa(ids, mask, tt, keep=keep, restore=False)
+
+
+def test_row_gather_and_scatter_equal_elementwise_gather_and_scatter():
+    """The row helpers behind token dropping and Drop-and-Restore: same values and gradients as torch.gather /
+    Tensor.scatter with the index expanded over the feature dim."""
+    from slimformer.models.encoder import _gather_rows, _scatter_rows
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 5, generator=g, requires_grad=True)
+    rows = torch.randn(3, 4, 5, generator=g, requires_grad=True)
+    idx = torch.stack([torch.sort(torch.randperm(7, generator=g)[:4]).values for _ in range(3)])  # (3, 4)
+    expand = idx.unsqueeze(-1).expand(-1, -1, 5)
+    torch.testing.assert_close(_gather_rows(x, idx), torch.gather(x, 1, expand), rtol=0, atol=0)
+    torch.testing.assert_close(_gather_rows(x[..., 0], idx), torch.gather(x[..., 0], 1, idx), rtol=0, atol=0)
+    got = _scatter_rows(x, idx, rows)
+    want = x.scatter(1, expand, rows)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    w = torch.randn(3, 7, 5, generator=g)
+    grads = torch.autograd.grad((got * w).sum(), (x, rows))
+    want_grads = torch.autograd.grad((want * w).sum(), (x, rows))
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert torch.equal(grads[0][0, idx[0]], torch.zeros(4, 5))  # overwritten rows get no gradient

@@ -123,6 +123,22 @@ def test_run_writes_state_and_resumes(tmp_path: Path, counting_stage: list[int])
     assert counting_stage == [1, 2, 3, 1, 3]
 
 
+def test_rerun_from_reruns_that_stage_and_later_ones(tmp_path: Path, counting_stage: list[int]) -> None:
+    raw = _with(stages=[{"_count": {"value": 1}}, {"_count": {"value": 2}}, {"_count": {"value": 3}}])
+    run_recipe(parse_recipe(raw), run_dir=tmp_path, log=lambda s: None)
+    assert counting_stage == [1, 2, 3]
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp_path, rerun_from="1", log=lambda s: None)
+    assert counting_stage == [1, 2, 3, 2, 3]  # stage 0 reused, 1 and 2 rerun
+    assert ctx.outputs["1-_count"]["seen"] == 1  # the reused stage's outputs are visible to the rerun ones
+    run_recipe(parse_recipe(raw), run_dir=tmp_path, rerun_from="_count", log=lambda s: None)  # first occurrence
+    assert counting_stage == [1, 2, 3, 2, 3, 1, 2, 3]
+    before = (tmp_path / "state.json").read_text()
+    for bad in ("distill", "3"):
+        with pytest.raises(ConfigError, match=rf"rerun from '{bad}': .*no such stage \(stages: 0-_count, 1-_count"):
+            run_recipe(parse_recipe(raw), run_dir=tmp_path, rerun_from=bad, log=lambda s: None)
+    assert (tmp_path / "state.json").read_text() == before and len(counting_stage) == 8  # nothing ran or lost
+
+
 def test_failed_stage_keeps_earlier_state(tmp_path: Path, counting_stage: list[int]) -> None:
     raw = _with(stages=[{"_count": {"value": 1}}, {"_count": {"value": 2, "fail": True}}])
     with pytest.raises(RuntimeError):

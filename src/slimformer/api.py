@@ -149,11 +149,14 @@ def compress(
     run_dir: PathLike | None = None,
     data_root: str | None = None,
     restart: bool = False,
+    rerun_from: str | None = None,
     budget: dict[str, float] | None = None,
 ) -> RunContext:
     """Run a recipe (YAML path or :class:`Recipe`) into its run folder, resuming completed stages.
 
     Args:
+        restart: rerun every stage; rerun_from: rerun this stage (name or 0-based index) and every later one
+            (:func:`~slimformer.recipe.run_recipe`).
         budget: which length configuration the recipe's ``search`` stage picks, one of ``{"max_loss": points}``,
             ``{"budget_ms": ms}``, ``{"max_flops": FLOPs}`` (:class:`~slimformer.length.search_stage.LengthBudget`);
             it replaces the stage's own choice. Completed earlier stages are reused; the search replays from
@@ -161,7 +164,8 @@ def compress(
 
     Raises:
         ConfigError: a bad recipe or budget; the recipe has no ``search`` stage but a budget was given; an
-            impossible budget (raised by the ``search`` stage; earlier stages and the search store are kept).
+            impossible budget (raised by the ``search`` stage; earlier stages and the search store are kept);
+            ``rerun_from`` names no stage.
     """
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
     if budget is not None:
@@ -171,4 +175,4 @@ def compress(
             rec = apply_budget(rec, LengthBudget(**budget))
         except ValidationError as e:
             raise ConfigError(f"budget: {e.errors()[0]['msg']} (got {budget})") from None
-    return run_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart)
+    return run_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart, rerun_from=rerun_from)

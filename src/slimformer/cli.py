@@ -128,7 +128,9 @@ class Compress:
         p.add_argument("recipe", help="YAML recipe")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 stages.0.finetune.epochs=2")
         p.add_argument("--run-dir", help="run folder (default: runs/<recipe name>)")
-        p.add_argument("--restart", action="store_true", help="rerun every stage instead of resuming")
+        rerun = p.add_mutually_exclusive_group()
+        rerun.add_argument("--restart", action="store_true", help="rerun every stage instead of resuming")
+        rerun.add_argument("--rerun-from", metavar="STAGE", help="rerun this stage (name or index) and all later ones")
         pick = p.add_argument_group("length budget (recipes with a 'search' stage; default: --max-loss 1.0)")
         budget = pick.add_mutually_exclusive_group()
         budget.add_argument("--max-loss", type=float, help="fastest configuration within this loss, in metric points")
@@ -148,6 +150,7 @@ class Compress:
             run_dir=args.run_dir,
             data_root=args.data_root,
             restart=args.restart,
+            rerun_from=args.rerun_from,
             budget=budget or None,
         )
         print(f"run folder: {ctx.run_dir}")

@@ -51,7 +51,8 @@ def export_length_int8(
     The fp32 graph is checked against :func:`~slimformer.length.selector.forward_with_config` (``atol``);
     the int8 one is ONNX Runtime int8 post-training quantization (``mode``; static calibrates on
     ``calibration_examples`` training examples of the model's task). An export recorded in
-    ``out_dir/length_export.json`` for the same weights and settings is reused as is.
+    ``out_dir/length_export.json`` for the same weights, settings and graph version (``LENGTH_GRAPH_VERSION``)
+    is reused as is.
 
     Returns:
         ``(fp32 path, int8 path)``.
@@ -60,7 +61,7 @@ def export_length_int8(
         ExportError: the fp32 graph does not reproduce PyTorch. ModelLoadError: bad model folder.
     """
     from slimformer.config import QuantizeConfig
-    from slimformer.length.export import export_length_onnx
+    from slimformer.length.export import LENGTH_GRAPH_VERSION, export_length_onnx
     from slimformer.models import load_model
     from slimformer.pipeline import FP32_FILE, INT8_FILE, quantize_model
 
@@ -72,6 +73,7 @@ def export_length_int8(
         "mode": mode,
         "per_channel": per_channel,
         "calibration_examples": calibration_examples if mode == "static" else None,
+        "graph": LENGTH_GRAPH_VERSION,
     }
     if fp32.is_file() and int8.is_file() and (out / _STAMP).is_file() and read_json(out / _STAMP) == stamp:
         return fp32, int8

@@ -42,10 +42,22 @@ from slimformer.length.config import LengthConfig
 from slimformer.length.selector import LengthSelector, forward_with_config, length_inputs
 from slimformer.models import HeadKind, SlimModel
 
-__all__ = ["LENGTH_INPUTS", "LengthExportWrapper", "export_length_onnx", "length_feeds", "validate_length_outputs"]
+__all__ = [
+    "LENGTH_GRAPH_VERSION",
+    "LENGTH_INPUTS",
+    "LengthExportWrapper",
+    "export_length_onnx",
+    "length_feeds",
+    "validate_length_outputs",
+]
 
 #: Names of the extra graph inputs, in order.
 LENGTH_INPUTS = ("length_ratios", "length_caps")
+
+#: Version of the traced selection ops, recorded in the file (``slimformer.length_graph``) and in cached exports'
+#: stamps (:func:`~slimformer.length.artifacts.export_length_int8`), so a change of the ops re-exports them.
+#: 2: significance as one MatMul, row Gather / ScatterND instead of GatherElements / ScatterElements.
+LENGTH_GRAPH_VERSION = 2
 
 
 class LengthExportWrapper(nn.Module):
@@ -148,6 +160,8 @@ def export_length_onnx(
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # row indices come from TopK / arange, never negative (the case the exporter warns about)
+            warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
             torch.onnx.export(
                 LengthExportWrapper(model, spec, restore).eval(),
                 args,
@@ -170,6 +184,7 @@ def export_length_onnx(
                 "slimformer.inputs": json.dumps(list(spec.inputs)),
                 "slimformer.outputs": json.dumps(list(spec.outputs)),
                 "slimformer.length_inputs": json.dumps(list(LENGTH_INPUTS)),
+                "slimformer.length_graph": str(LENGTH_GRAPH_VERSION),
                 "slimformer.length_config": json.dumps((config or LengthConfig.full(num_layers)).to_dict()),
                 "slimformer.num_hidden_layers": str(num_layers),
                 "slimformer.num_attention_heads": str(model.config.num_attention_heads),

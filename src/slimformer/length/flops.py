@@ -10,9 +10,11 @@ layer ``i`` entered by ``n_in = k_{i-1}`` rows (``k_0 = N``) and left by ``n_out
 
 Optional head (``include_head=True``): classification ``D² + D·C`` (BERT pooler dense + classifier, or the
 RoBERTa head's dense + out_proj, both on one row), span QA ``2·N·D`` (``qa_outputs`` on every row, the
-Drop-and-Restore buffer has full length). Only matrix products are counted: embeddings (look-ups), biases,
-softmax, LayerNorm, GELU, residual adds and the top-k selection are left out, as in ``torchprofile`` /
-``torch.utils.flop_counter`` (the test checks ``2 · MACs`` against ``FlopCounterMode`` on a tiny encoder).
+Drop-and-Restore buffer has full length). Only the encoder's matrix products are counted: embeddings
+(look-ups), biases, softmax, LayerNorm, GELU, residual adds and the token selection are left out, as in
+``torchprofile`` / ``torch.utils.flop_counter`` (the test checks ``2 · MACs`` against ``FlopCounterMode`` on a
+tiny encoder). The selection's significance score is one ``H·n_in²``-MAC product per layer (``H/(2D)`` of the
+attention products, 1.6% for MiniLM), also left out, as LAT's FLOPs leave it out.
 
 Cost is a function of the *input length*: LAT reports MACs at the padded length (``N = 384`` for SQuAD,
 128 for GLUE; METHODS.md §1(d), pitfall §1(f).6); pass that ``seq_len`` to compare with the paper.
