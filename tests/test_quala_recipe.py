@@ -223,6 +223,34 @@ def test_results_file_from_the_run(run, tmp_path) -> None:
     assert sorted(res["plots"]) == ["flops", "latency"] and all(Path(p).is_file() for p in res["plots"].values())
 
 
+def _bench_module(name: str):  # noqa: ANN202 - a benchmarks/ script as a module
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_timing_rounds_of_a_results_files_pick(run, tmp_path) -> None:
+    _, ctx = run
+    res = _bench_module("quala").build_results(ctx.run_dir, "quala-tiny", "cmd", tmp_path)
+    front_json = read_json(ctx.outputs["3-search"]["front_json"])
+    other = front_json["full"]  # not the pick
+    assert other["length_config"] != res["selected"]["length_config"]
+    form = res["search"]["gene_form"]
+    # a results file whose pick is not the run folder's last one (two budgets can share a run folder)
+    res["selected"] = {
+        "length_config": other["length_config"],
+        "saved_config": gene_config(other["length_config"], form, front_json["seq_len"]).to_dict(),
+    }
+    timing = _bench_module("quala_timing").time_run(ctx.run_dir, res, rounds=3, threads=1)
+    assert timing["length_config"] == other["length_config"] and timing["rounds"] == 3
+    assert set(timing["throughput_bs32"]) == {"teacher fp32", "teacher int8", "pick int8"}
+    for spread in [*timing["ratios"].values(), *timing["throughput_bs32"].values(), *timing["latency_ms_bs1"].values()]:
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+
+
 def test_pipeline_without_a_length_stage_searches_the_distilled_student(run, tmp_path) -> None:
     """recipes/quala-sst2-truncation.yaml's shape: every configuration is plain truncation of the student."""
     raw, run_dir = _copy_run(run, tmp_path)
