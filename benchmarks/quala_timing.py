@@ -31,6 +31,7 @@ RUNS = {
     "quala-sst2-truncation": "runs/quala-sst2-truncation",
     "quala-sst2-truncation-max-flops-9e8": "runs/quala-sst2-truncation",
     "quala-squad": "runs/quala-squad",
+    "quala-squad-truncation": "runs/quala-squad-truncation",
 }
 
 
