@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     flat = [
         {
             "results": r["results"],
+            "task": r["task"],
             "length_config": str(tuple(r["length_config"])),
             **{k: f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})" for k, v in r["ratios"].items()},
             "teacher int8 seq/s": f"{r['throughput_bs32']['teacher int8']['median']:.0f} "
@@ -147,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         for r in rows
     ]
-    keys = ["results", "length_config", *next(iter(rows))["ratios"], "teacher int8 seq/s"] if rows else []
+    keys = ["results", "task", "length_config", *next(iter(rows))["ratios"], "teacher int8 seq/s"] if rows else []
     results = {
         "benchmark": "quala-timing",
         "command": "SLIMFORMER_DATA=../shared/data python benchmarks/quala_timing.py"
         + (f" --rounds {args.rounds}" if args.rounds != 10 else ""),
         "machine": machine_info(threads),
+        "task": ", ".join(dict.fromkeys(r["task"] for r in rows)),  # per row in "task"
         "metric": "speed ratio",
         "notes": (
             f"Median (min-max) over {args.rounds} interleaved rounds of the pick's int8 ONNX Runtime speed over the "

@@ -35,6 +35,8 @@ from slimformer.models.encoder import _gather_rows, _scatter_rows
 ROOT = Path(__file__).resolve().parents[1]
 
 HEADS, HIDDEN = 12, 384
+#: the ops a variant is told apart by, listed per row
+MAIN_OPS = {"ReduceSum", "MatMul", "GatherElements", "Gather", "ScatterElements", "ScatterND"}
 
 
 class SignificanceV1(nn.Module):
@@ -107,7 +109,6 @@ def _session(module: nn.Module, inputs: dict[str, Tensor], path: Path, threads: 
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]), ops
 
 
-MAIN_OPS = {"ReduceSum", "MatMul", "GatherElements", "Gather", "ScatterElements", "ScatterND"}
 VARIANTS = {
     "significance": (SignificanceV1, SignificanceV2),
     "row gather": (GatherV1, GatherV2),
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "selection-ops",
         "command": "python benchmarks/selection_ops.py",
         "machine": machine_info(threads),
+        "task": "sst2, squad",  # no task data: MiniLM shapes at SST-2's (128) and SQuAD's (256) sequence lengths
         "metric": "ms",
         "notes": (
             f"Each op alone in ONNX Runtime fp32, MiniLM shapes ({HEADS} heads, hidden {HIDDEN}), k = 0.8 N kept "

@@ -147,18 +147,23 @@ def test_trainer_compute_loss_runs_the_sampled_sandwich(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_length_stage_end_to_end(tmp_path: Path, tiny_model_dir: Path):
-    data = write_sst2(tmp_path, SST2_ROWS)
-    raw = {
+def _finetune_length_recipe(model_dir: Path, data: Path, **length) -> dict:
+    """A tiny SST-2 recipe: 1 finetune step (16 tokens), then 2 LengthDrop steps with ``length`` options."""
+    return {
         "name": "lat",
         "task": "sst2",
-        "model": str(tiny_model_dir),
+        "model": str(model_dir),
         "data": str(data),
         "stages": [
             {"finetune": {"max_steps": 1, "batch_size": 8, "max_seq_length": 16, "logging_steps": 1}},
-            {"length": {"max_steps": 2, "batch_size": 8, "num_sandwich": 1, "logging_steps": 1}},
+            {"length": {"max_steps": 2, "batch_size": 8, "num_sandwich": 1, "logging_steps": 1, **length}},
         ],
     }
+
+
+def test_length_stage_end_to_end(tmp_path: Path, tiny_model_dir: Path):
+    data = write_sst2(tmp_path, SST2_ROWS)
+    raw = _finetune_length_recipe(tiny_model_dir, data)
     recipe = parse_recipe(yaml.safe_load(yaml.safe_dump(raw)))
     cfg = recipe.stages[1][1]
     assert (cfg.task, cfg.seed, cfg.length_drop_ratio_bound, cfg.kl_direction) == ("sst2", 42, 0.2, "teacher_student")
@@ -306,16 +311,7 @@ def test_length_stage_with_a_teacher(tmp_path: Path, tiny_model_dir: Path):
     data = write_sst2(tmp_path, SST2_ROWS)
 
     def run(name: str, **length):
-        raw = {
-            "name": "lat",
-            "task": "sst2",
-            "model": str(tiny_model_dir),
-            "data": str(data),
-            "stages": [
-                {"finetune": {"max_steps": 1, "batch_size": 8, "max_seq_length": 16}},
-                {"length": {"max_steps": 2, "batch_size": 8, "num_sandwich": 1, "learning_rate": 1e-3, **length}},
-            ],
-        }
+        raw = _finetune_length_recipe(tiny_model_dir, data, learning_rate=1e-3, **length)
         return run_recipe(parse_recipe(raw), run_dir=tmp_path / name, log=lambda s: None)
 
     ctx = run("kd", teacher_weight=0.5, teacher_temperature=2.0)
