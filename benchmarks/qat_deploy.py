@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from slimformer.bench.machine import file_size_mb, machine_info
+from slimformer.checkpoint import load_model, load_pretrained, save_model
 from slimformer.export import OrtModel, export_onnx, quantize_dynamic_int8
-from slimformer.models import ModelMeta, load_model, load_pretrained, save_model
+from slimformer.models import ModelMeta
 from slimformer.quant import (
     BinaryWeight,
     PerRow,
@@ -136,7 +137,7 @@ def latency(tmp: Path, threads: int, seq_len: int, iters: int) -> dict[str, Any]
 
 def parity(tmp: Path, finetuned: str, data: str) -> dict[str, Any]:
     from slimformer.evaluate import predict, torch_predictor
-    from slimformer.train.data import compute_task_metrics, load_eval_set
+    from slimformer.tasks.data import compute_task_metrics, load_eval_set
 
     base = load_model(finetuned)
     ev = load_eval_set("sst2", data, base.tokenizer, max_seq_length=base.meta.max_seq_length)

@@ -41,10 +41,10 @@ def _artefacts(run: Path, results: dict) -> dict[str, object]:
     The pick comes from the results file, not the run folder's last search (two budgets can share a run folder);
     the exported graph takes any configuration as an input.
     """
+    from slimformer.checkpoint import load_model
     from slimformer.errors import ConfigError
     from slimformer.io import read_json
     from slimformer.length.config import LengthConfig
-    from slimformer.models import load_model
 
     state = {s["name"]: s["outputs"] for s in read_json(run / "state.json")["stages"]}
     if "length_benchmark" not in state:
@@ -76,9 +76,9 @@ def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, o
     import torch
 
     from slimformer.bench.latency import compare_runtimes
+    from slimformer.checkpoint import load_model
+    from slimformer.export.length_ort import LengthOrtModel, full_length_batch
     from slimformer.export.ort import OrtModel
-    from slimformer.length.ort import LengthOrtModel, full_length_batch
-    from slimformer.models import load_model
 
     a = _artefacts(run, results)
     torch.set_num_threads(threads)

@@ -49,8 +49,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _teacher_ptq(teacher: str, work: Path, mode: str, n_calib: int, data_root: str | None) -> Path:
     """Export the fp32 teacher and quantize it with ONNX Runtime (``mode``: dynamic / static) -> int8 graph."""
-    from slimformer.config import ExportConfig, QuantizeConfig
-    from slimformer.pipeline import export_model, quantize_model
+    from slimformer.stages.export import ExportConfig, export_model
+    from slimformer.stages.quantize import QuantizeConfig, quantize_model
 
     out = work / f"teacher-{mode}"
     if out.exists():
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     from slimformer.bench.latency import compare_runtimes
     from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
-    from slimformer.config import ExportConfig, resolve_data_path
+    from slimformer.checkpoint import load_model
+    from slimformer.config import resolve_data_path
     from slimformer.errors import ExportError
     from slimformer.evaluate import evaluate_predictor, pad_batch
     from slimformer.export import OrtModel
     from slimformer.io import atomic_write_json, read_json
-    from slimformer.models import load_model
-    from slimformer.pipeline import export_model
-    from slimformer.train.data import load_eval_set
+    from slimformer.stages.export import ExportConfig, export_model
+    from slimformer.tasks.data import load_eval_set
 
     data_root = os.environ.get("SLIMFORMER_DATA")
     out_file = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"{a.name}.json"

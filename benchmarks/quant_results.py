@@ -100,8 +100,7 @@ def ensure_teacher(task: str, folder: Path, data_root: str | None) -> None:
     """Fine-tune the default teacher of ``task`` into ``folder`` (:data:`TEACHER_FINETUNE`) when it is missing."""
     if (folder / "model.safetensors").is_file():
         return
-    from slimformer.config import FinetuneConfig
-    from slimformer.train.finetune import finetune
+    from slimformer.stages.finetune import FinetuneConfig, finetune
 
     print(f"{folder}: no teacher yet; fine-tuning minilm-l6 on {task} ({TEACHER_FINETUNE[task]})", flush=True)
     cfg = FinetuneConfig(model="minilm-l6", task=task, data=DATA[task], **TEACHER_FINETUNE[task])
@@ -121,10 +120,10 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
 
 def _ptq(cfg: Any, out: Path, *, teacher: str, data_root: str | None) -> dict[str, Any]:
     """Prepare + convert without training (round-to-nearest PTQ in the same numerics as the QAT rows)."""
-    from slimformer.models import save_model
+    from slimformer.checkpoint import save_model
     from slimformer.quant import convert_qat_, prepare_qat_
-    from slimformer.quant.stage import describe_qat_config
-    from slimformer.train.kd import evaluate_model, load_teacher, student_meta
+    from slimformer.stages._kd import evaluate_model, load_teacher, student_meta
+    from slimformer.stages.qat import describe_qat_config
 
     loaded = load_teacher(teacher, cfg.task)
     model = convert_qat_(prepare_qat_(copy.deepcopy(loaded.model), cfg.qat_config())).eval()
@@ -165,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from slimformer.bench.machine import file_size_mb, machine_info
     from slimformer.io import atomic_write_json, read_json
-    from slimformer.quant.stage import QATStageConfig, SDQStageConfig, run_qat
+    from slimformer.stages._kd import evaluate_model, load_teacher
+    from slimformer.stages.qat import QATStageConfig, run_qat
+    from slimformer.stages.sdq import SDQStageConfig
     from slimformer.tasks import get_task
-    from slimformer.train.kd import evaluate_model, load_teacher
 
     data_root = os.environ.get("SLIMFORMER_DATA")
     teacher = a.teacher or str(ROOT / TEACHERS[a.task])

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from slimformer.api import evaluate
     from slimformer.bench.machine import file_size_mb, machine_info
+    from slimformer.checkpoint import load_model, save_model
     from slimformer.io import atomic_write_json
-    from slimformer.models import load_model, save_model
     from slimformer.quant.embedding import quantize_embeddings_
     from slimformer.quant.granularity import PerRow
     from slimformer.quant.modules import TernaryWeight, UniformWeight

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import make_tiny_model
-from slimformer.models import ModelMeta, save_model
+from slimformer.checkpoint import save_model
+from slimformer.models import ModelMeta
 
 
 def save_teacher(out: Path, tokenizer: Any, data: Path, *, task: str = "sst2", seed: int = 0, **cfg: Any) -> Path:

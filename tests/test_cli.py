@@ -147,7 +147,7 @@ def test_bad_recipes(tmp_path: Path, capsys) -> None:
 
 def _interrupted_finetune(model: Path, data: Path, out: Path, monkeypatch, *extra: str) -> None:
     """Run a fine-tune that is interrupted after training (before the model is saved): checkpoints remain."""
-    import slimformer.train.finetune as ft
+    import slimformer.stages.finetune as ft
 
     def crash(*a, **k):
         raise KeyboardInterrupt

@@ -10,11 +10,11 @@ import torch
 
 from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
 from kd_helpers import save_teacher
-from slimformer.distill.stage import DistillStageConfig, run_distill
+from slimformer.checkpoint import load_model
 from slimformer.distill.student import select_layers
 from slimformer.errors import ConfigError
-from slimformer.models import load_model
 from slimformer.recipe import parse_recipe
+from slimformer.stages.distill import DistillStageConfig, run_distill
 
 BUDGET = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "learning_rate": 1e-3, "max_seq_length": 32}
 

@@ -23,10 +23,10 @@ from slimformer.distill import (
     sdq_attention_kl,
     soft_cross_entropy,
 )
+from slimformer.distill.loss import TRAINABLE_LOSSES, DistillationLoss
+from slimformer.distill.trainer import DistillationTrainer
 from slimformer.errors import ConfigError
 from slimformer.models import Capture
-from slimformer.train.distill import DistillationTrainer
-from slimformer.train.kd_loss import TRAINABLE_LOSSES, DistillationLoss
 
 
 def _batch(head: str = "classification", batch: int = 3, seq: int = 7) -> dict[str, torch.Tensor]:

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_tiny_model
+from slimformer.checkpoint import load_model, load_pretrained, save_model
 from slimformer.embeddings import RECORD_KEY, AutoencoderConfig, FactorizedEmbedding, factorize_embeddings_
 from slimformer.errors import ConfigError, ModelLoadError
-from slimformer.models.load import ModelMeta, load_model, load_pretrained, save_model
+from slimformer.models.load import ModelMeta
 
 _AE = AutoencoderConfig(epochs=2, extra_epochs=1, learning_rate=1e-2)
 

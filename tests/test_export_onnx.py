@@ -167,7 +167,7 @@ def test_dynamo_exporter_parity(tmp_path) -> None:
 @pytest.mark.integration
 @requires_minilm
 def test_minilm_export_parity(tmp_path) -> None:
-    from slimformer.models import load_pretrained
+    from slimformer.checkpoint import load_pretrained
 
     model, tok = load_pretrained("minilm-l6", "classification", num_labels=2)
     path = export_onnx(model, tmp_path / "minilm.onnx")

@@ -111,7 +111,8 @@ def test_per_group_weights_are_refused_and_model_is_untouched(tmp_path: Path) ->
 
 @pytest.fixture
 def qat_folder(tmp_path: Path, tiny_tokenizer) -> Path:
-    from slimformer.models import ModelMeta, save_model
+    from slimformer.checkpoint import save_model
+    from slimformer.models import ModelMeta
 
     data = write_sst2(tmp_path, SST2_ROWS, SST2_ROWS[:8])
     model = _converted(TernaryWeight(), ActivationQuantizer())
@@ -129,8 +130,8 @@ def test_export_evaluate_benchmark_on_a_quantized_folder(qat_folder: Path, monke
 
     import slimformer.bench.latency as latency
     from slimformer.api import evaluate
-    from slimformer.config import BenchmarkConfig, ExportConfig
-    from slimformer.pipeline import benchmark_target, export_model
+    from slimformer.stages.benchmark import BenchmarkConfig, benchmark_target
+    from slimformer.stages.export import ExportConfig, export_model
 
     result = export_model(qat_folder, ExportConfig())
     onnx_path = Path(result["onnx_int8"])
@@ -151,8 +152,7 @@ def test_export_evaluate_benchmark_on_a_quantized_folder(qat_folder: Path, monke
 
 
 def test_int8_ptq_of_a_quantized_folder_is_refused(qat_folder: Path) -> None:
-    from slimformer.config import ExportConfig
-    from slimformer.pipeline import export_model
+    from slimformer.stages.export import ExportConfig, export_model
 
     with pytest.raises(ConfigError, match=r"already quantized \(W2A8 ternary\); int8: dynamic .* expected int8: none"):
         export_model(qat_folder, ExportConfig(int8="dynamic"))
@@ -160,7 +160,8 @@ def test_int8_ptq_of_a_quantized_folder_is_refused(qat_folder: Path) -> None:
 
 def test_quantized_folder_is_smaller_than_fp32(tmp_path: Path, tiny_tokenizer) -> None:
     from slimformer.bench.machine import file_size_mb
-    from slimformer.models import ModelMeta, save_model
+    from slimformer.checkpoint import save_model
+    from slimformer.models import ModelMeta
 
     meta = ModelMeta(head="classification")
     fp32 = save_model(make_tiny_model("classification", num_labels=2), tiny_tokenizer, tmp_path / "fp32", meta)
@@ -183,8 +184,8 @@ def test_recipe_stages_run_on_a_converted_model(tmp_path: Path, tiny_model_dir: 
 
     import slimformer.bench.latency as latency
     from slimformer.api import compress
+    from slimformer.checkpoint import load_model, save_model
     from slimformer.config import StageConfig
-    from slimformer.models import load_model, save_model
     from slimformer.recipe import STAGES, StageSpec
 
     def convert_stage(ctx, cfg) -> dict:

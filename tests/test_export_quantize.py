@@ -137,7 +137,7 @@ def test_config_validation_and_round_trip() -> None:
 @requires_minilm
 def test_minilm_dynamic_int8_close_to_fp32(tmp_path) -> None:
     """Mean-pooled sentence embeddings of int8 MiniLM vs fp32 (cosine ≥ 0.97; measured ≈ 0.99 on SST-2)."""
-    from slimformer.models import load_pretrained
+    from slimformer.checkpoint import load_pretrained
 
     model, tok = load_pretrained("minilm-l6", "none")
     fp32_path = export_onnx(model, tmp_path / "fp32.onnx")

@@ -10,7 +10,7 @@ import torch
 from conftest import SST2_ROWS, make_tiny_model, write_sst2
 from slimformer.length import LengthConfig, forward_with_config
 from slimformer.length.evaluate import evaluate_config, metric_fn
-from slimformer.train.data import load_eval_set
+from slimformer.tasks.data import load_eval_set
 
 
 def _per_example_accuracy(model, dev, config):

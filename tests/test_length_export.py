@@ -9,9 +9,9 @@ import torch
 from conftest import make_tiny_model
 from slimformer.errors import ConfigError, ExportError
 from slimformer.export import quantize_dynamic_int8
+from slimformer.export.length import LENGTH_INPUTS, _session, export_length_onnx, length_feeds
 from slimformer.export.spec import DummyInputGenerator, onnx_spec
 from slimformer.length import LengthConfig, forward_with_config
-from slimformer.length.export import LENGTH_INPUTS, _session, export_length_onnx, length_feeds
 
 pytest.importorskip("onnxruntime")
 
@@ -98,7 +98,7 @@ def test_bad_configuration_and_head(tmp_path):
 
 
 def test_parity_failure_is_reported_and_nothing_written(tmp_path, monkeypatch):
-    import slimformer.length.export as lat_export
+    import slimformer.export.length as lat_export
 
     model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=3)
     real = lat_export.forward_with_config
@@ -172,8 +172,9 @@ def test_selection_ops_move_whole_rows(exported):
 def test_cached_int8_export_is_redone_for_another_graph_version(tmp_path, tiny_tokenizer):
     import json
 
-    from slimformer.length.artifacts import export_length_int8
-    from slimformer.models import ModelMeta, save_model
+    from slimformer.checkpoint import save_model
+    from slimformer.models import ModelMeta
+    from slimformer.stages._length_artifacts import export_length_int8
 
     model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=2)
     src = save_model(model, tiny_tokenizer, tmp_path / "m", ModelMeta(head="classification", max_seq_length=32))

@@ -11,9 +11,10 @@ from conftest import write_sst2
 from quala_helpers import sst2_rows
 from slimformer.errors import ConfigError
 from slimformer.length.search_split import load_search_split, seen_by_training
-from slimformer.length.search_stage import LengthBudget, SearchStageConfig, apply_budget
 from slimformer.length.selection import check_budget, pick
 from slimformer.recipe import parse_recipe
+from slimformer.stages import training_stages
+from slimformer.stages.search import LengthBudget, SearchStageConfig, apply_budget
 
 
 def _sample(n: int, k: int, seed: int) -> set[int]:  # what train/data.py draws for max_train_examples=k
@@ -28,7 +29,7 @@ def test_seen_by_training_replays_capped_draws_and_lists_uncapped_stages() -> No
         {"stage": "length", "seed": 2, "max_train_examples": 7},
         {"stage": "qat", "seed": 2, "max_train_examples": 500},  # cap above the file size = everything
     ]
-    seen, overlaps = seen_by_training(40, records)
+    seen, overlaps = seen_by_training(40, records, training_stages=training_stages())
     assert seen == _sample(40, 10, 1) | _sample(40, 7, 2)
     assert overlaps == ["finetune", "qat"]
 
@@ -37,7 +38,16 @@ def test_search_split_is_disjoint_from_every_capped_training_sample(tmp_path, ti
     rows = sst2_rows(30)
     data = write_sst2(tmp_path, rows)
     records = [{"stage": "distill", "seed": 5, "max_train_examples": 12}, {"stage": "length", "max_train_examples": 9}]
-    split = load_search_split("sst2", data, tiny_tokenizer, records=records, num_examples=8, seed=0, max_seq_length=16)
+    split = load_search_split(
+        "sst2",
+        data,
+        tiny_tokenizer,
+        records=records,
+        training_stages=training_stages(),
+        num_examples=8,
+        seed=0,
+        max_seq_length=16,
+    )
     used = _sample(30, 12, 5) | _sample(30, 9, 42)  # a record without a seed used the default 42
     assert len(split.indices) == 8 and not set(split.indices) & used
     assert split.pool == 30 - len(used) and split.overlaps == []
@@ -45,7 +55,16 @@ def test_search_split_is_disjoint_from_every_capped_training_sample(tmp_path, ti
     assert [f["labels"] for f in split.data.features] == [int(rows[i].split("\t")[1]) for i in split.indices]
     assert split.data.split == "search"
     with pytest.raises(ConfigError, match=rf"search_examples=20 but only {30 - len(used)} of the 30 training"):
-        load_search_split("sst2", data, tiny_tokenizer, records=records, num_examples=20, seed=0, max_seq_length=16)
+        load_search_split(
+            "sst2",
+            data,
+            tiny_tokenizer,
+            records=records,
+            training_stages=training_stages(),
+            num_examples=20,
+            seed=0,
+            max_seq_length=16,
+        )
 
 
 def test_search_split_min_words_keeps_only_long_enough_examples(tmp_path, tiny_tokenizer) -> None:
@@ -54,7 +73,15 @@ def test_search_split_min_words_keeps_only_long_enough_examples(tmp_path, tiny_t
     records = [{"stage": "distill", "seed": 5, "max_train_examples": 6}]
     used = _sample(30, 6, 5)
     split = load_search_split(
-        "sst2", data, tiny_tokenizer, records=records, num_examples=5, seed=0, max_seq_length=16, min_words=4
+        "sst2",
+        data,
+        tiny_tokenizer,
+        records=records,
+        training_stages=training_stages(),
+        num_examples=5,
+        seed=0,
+        max_seq_length=16,
+        min_words=4,
     )
     long_unused = [i for i in range(30) if i not in used and 1 + i % 6 >= 4]
     assert split.pool == len(long_unused) and set(split.indices) <= set(long_unused)
@@ -63,12 +90,27 @@ def test_search_split_min_words_keeps_only_long_enough_examples(tmp_path, tiny_t
         split.describe()["min_words"] == 4
         and "min_words"
         not in load_search_split(
-            "sst2", data, tiny_tokenizer, records=records, num_examples=5, seed=0, max_seq_length=16
+            "sst2",
+            data,
+            tiny_tokenizer,
+            records=records,
+            training_stages=training_stages(),
+            num_examples=5,
+            seed=0,
+            max_seq_length=16,
         ).describe()
     )
     with pytest.raises(ConfigError, match=r"only \d+ of the 30 training examples with at least 6 words"):
         load_search_split(
-            "sst2", data, tiny_tokenizer, records=records, num_examples=10, seed=0, max_seq_length=16, min_words=6
+            "sst2",
+            data,
+            tiny_tokenizer,
+            records=records,
+            training_stages=training_stages(),
+            num_examples=10,
+            seed=0,
+            max_seq_length=16,
+            min_words=6,
         )
 
 
@@ -148,7 +190,7 @@ def test_budget_options_are_validated() -> None:
 
 
 def test_truncation_summary_by_hand() -> None:
-    from slimformer.length.report import truncation_summary
+    from slimformer.stages._length_report import truncation_summary
 
     rows = [
         {"flops": 1.0, "metric_value": 0.8, "truncation_metric_value": 0.7},
@@ -190,7 +232,7 @@ def test_quala_recipes_parse_and_keep_the_search_split_held_out(name) -> None:
 
 def test_report_needs_the_exported_pick(tmp_path) -> None:
     from slimformer.length import LengthConfig
-    from slimformer.length.report import check_pick_graph
+    from slimformer.stages._length_report import check_pick_graph
 
     with pytest.raises(ConfigError, match=r"needs an 'export' stage with int8 after 'search'.*has default length"):
         check_pick_graph(None, LengthConfig.from_ratios([0.5, 0.25]))

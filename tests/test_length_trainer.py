@@ -11,10 +11,10 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
+from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
 from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config
 from slimformer.length.trainer import LengthDropTrainer, sandwich_loss
-from slimformer.models import load_model
 from slimformer.recipe import parse_recipe, run_recipe
 
 SUBS = [
@@ -195,10 +195,9 @@ def test_length_stage_config_errors(tmp_path: Path):
 
 def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir: Path):
     """Interrupted after the step-2 checkpoint and started again: the same model as an uninterrupted run."""
-    from slimformer.config import FinetuneConfig
-    from slimformer.length.stage import LengthStageConfig, train_length_adaptive
+    from slimformer.stages.finetune import FinetuneConfig, finetune
+    from slimformer.stages.length import LengthStageConfig, train_length_adaptive
     from slimformer.train.checkpoints import checkpoint_dir
-    from slimformer.train.finetune import finetune
 
     data = write_sst2(tmp_path, SST2_ROWS)
     ft = finetune(
@@ -324,8 +323,8 @@ def test_length_stage_with_a_teacher(tmp_path: Path, tiny_model_dir: Path):
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     # no earlier stage to take a teacher from
     recipe = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {"teacher_weight": 0.5}}]})
-    from slimformer.length.stage import _recipe_teacher
     from slimformer.recipe import RunContext
+    from slimformer.stages.length import _recipe_teacher
 
     with pytest.raises(ConfigError, match="teacher_weight > 0 needs teacher"):
         _recipe_teacher(RunContext(run_dir=tmp_path, recipe=recipe, data_root=None))

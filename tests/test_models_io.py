@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
+from slimformer.checkpoint import load_model, load_pretrained, save_model
 from slimformer.errors import ModelLoadError, SlimformerError
-from slimformer.models import ModelMeta, load_model, load_pretrained, save_model
+from slimformer.models import ModelMeta
 from slimformer.models.load import META_FILE, check_checkpoint_dir
 
 

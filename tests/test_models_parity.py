@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, requires_minilm
-from slimformer.models import Capture, HeadKind, load_pretrained
+from slimformer.checkpoint import load_pretrained
+from slimformer.models import Capture, HeadKind
 
 ARCHS = ["bert", "roberta", "xlm-roberta"]
 HEADS = ["classification", "qa", "none"]

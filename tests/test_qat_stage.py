@@ -12,12 +12,13 @@ from safetensors.torch import load_file
 
 from conftest import SST2_ROWS, write_sst2
 from kd_helpers import save_teacher
+from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
-from slimformer.models import load_model
 from slimformer.quant import QuantizedLinear
-from slimformer.quant.stage import QATStageConfig, SDQStageConfig, run_qat
 from slimformer.recipe import load_recipe, parse_recipe, run_recipe
-from slimformer.train.kd import evaluate_model
+from slimformer.stages._kd import evaluate_model
+from slimformer.stages.qat import QATStageConfig, run_qat
+from slimformer.stages.sdq import SDQStageConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 BUDGET = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "learning_rate": 1e-3, "max_seq_length": 32}

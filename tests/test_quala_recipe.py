@@ -14,14 +14,14 @@ import torch
 import yaml
 
 from quala_helpers import quala_recipe
+from slimformer.checkpoint import load_model
 from slimformer.cli import main
 from slimformer.errors import ConfigError
+from slimformer.export.length_ort import LengthOrtModel
 from slimformer.io import read_json
 from slimformer.length import LengthConfig, forward_with_config, load_length_config
 from slimformer.length.flops import EncoderDims, config_flops
-from slimformer.length.ort import LengthOrtModel
 from slimformer.length.selection import gene_config
-from slimformer.models import load_model
 from slimformer.recipe import parse_recipe, run_recipe
 
 
@@ -164,7 +164,7 @@ def test_impossible_budget_is_a_one_line_error_and_nothing_is_lost(run, tmp_path
 
 
 def test_store_of_another_model_is_refused(run, tmp_path) -> None:
-    from slimformer.length.search_stage import SearchStageConfig, run_search
+    from slimformer.stages.search import SearchStageConfig, run_search
 
     raw, ctx = run
     out = tmp_path / "search"
@@ -284,7 +284,7 @@ def test_results_overrides_need_a_variant_name(capsys) -> None:
 
 
 def test_latency_cost_search_and_budget_ms_pick(run, tmp_path) -> None:
-    from slimformer.length.search_stage import SearchStageConfig, run_search
+    from slimformer.stages.search import SearchStageConfig, run_search
 
     raw, ctx = run
     options = {**raw["stages"][3]["search"], "cost": "latency", "budget_ms": 1e3}

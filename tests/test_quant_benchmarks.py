@@ -20,8 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 @pytest.fixture
 def teacher(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> Path:
-    from slimformer.config import FinetuneConfig
-    from slimformer.train.finetune import finetune
+    from slimformer.stages.finetune import FinetuneConfig, finetune
 
     pytest.importorskip("onnxruntime")
     write_sst2(tmp_path / "data" / "glue_data", SST2_ROWS * 2, SST2_ROWS * 2)  # 32 dev rows: a bs-32 timing batch

@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conftest import make_tiny_model
+from slimformer.checkpoint import load_model, load_pretrained, save_model
 from slimformer.errors import ConfigError, ModelLoadError
-from slimformer.models import ModelMeta, load_model, load_pretrained, save_model
+from slimformer.models import ModelMeta
 from slimformer.quant import (
     ActivationQuantizer,
     BinaryWeight,

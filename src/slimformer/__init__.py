@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from slimformer._version import __version__
 
-__all__ = ["finetune", "evaluate", "export", "benchmark", "compress", "load", "__version__"]
+__all__ = [
+    "finetune",
+    "evaluate",
+    "export",
+    "benchmark",
+    "compress",
+    "load",
+    "FinetuneConfig",
+    "EvaluateConfig",
+    "ExportConfig",
+    "BenchmarkConfig",
+    "__version__",
+]
 
-_API = {"finetune", "evaluate", "export", "benchmark", "compress", "load"}
+_API = set(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> Any:

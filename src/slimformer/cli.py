@@ -17,14 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from slimformer.config import (
-    DATA_ENV,
-    BenchmarkConfig,
-    EvaluateConfig,
-    ExportConfig,
-    FinetuneConfig,
-)
+from slimformer.config import DATA_ENV
 from slimformer.errors import ConfigError, SlimformerError
+from slimformer.stages.benchmark import BenchmarkConfig
+from slimformer.stages.evaluate import EvaluateConfig
+from slimformer.stages.export import ExportConfig
+from slimformer.stages.finetune import FinetuneConfig
 
 __all__ = ["main", "build_parser"]
 

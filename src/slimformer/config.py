@@ -1,24 +1,21 @@
-"""Typed, validated configs shared by the Python API, the CLI and YAML recipes.
+"""The base of every stage config, and the rules that decide a stage's identity for resuming.
 
-Each config is a pydantic model with ``extra="forbid"``: an unknown key or a bad value is an error that
-names the key. The CLI only parses arguments into these objects; recipes hold lists of them.
+Each stage config is a pydantic model with ``extra="forbid"``: an unknown key or a bad value is an error that
+names the key. The configs themselves live with their stages (``slimformer.stages.<stage>``); the CLI only parses
+arguments into them and recipes hold lists of them. ``slimformer.config.FinetuneConfig`` and the other four
+configs of the built-in stages still resolve here (deprecated: import them from ``slimformer`` or their stage).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "StageConfig",
-    "FinetuneConfig",
-    "EvaluateConfig",
-    "ExportConfig",
-    "QuantizeConfig",
-    "BenchmarkConfig",
     "DATA_ENV",
     "PREVIOUS_MODEL",
     "RUN_CONTROL",
@@ -81,98 +78,30 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-class FinetuneConfig(StageConfig):
-    """Fine-tune a pretrained encoder on a task with the Hugging Face Trainer (Accelerate underneath)."""
-
-    model: str = Field(
-        "minilm-l6",
-        description="model alias (minilm-l6), local HF folder, hub id, or 'previous' (in a recipe: the model "
-        "written by an earlier stage, e.g. embeddings)",
-    )
-    task: str = Field(..., description="task name: cola sst2 mrpc stsb qqp mnli qnli rte wnli squad")
-    data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
-    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: the task's)")
-    epochs: float = Field(3.0, gt=0, description="training epochs")
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
-    learning_rate: float = Field(5e-5, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1, description="training batch size (sequences)")
-    eval_batch_size: int = Field(64, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear warm-up, fraction of total steps")
-    weight_decay: float = Field(0.01, ge=0)
-    seed: int = Field(42)
-    max_train_examples: int | None = Field(
-        None, ge=1, description="cap on training examples (first N after a seeded shuffle)"
-    )
-    max_eval_examples: int | None = Field(None, ge=1, description="cap on evaluation examples (None: full split)")
-    squad_split: str = Field(
-        "dev-article-split", description="named article-level split of SQuAD dev (train part/eval part)"
-    )
-    doc_stride: int = Field(128, ge=1, description="SQuAD: token overlap between windows of a long context")
-    logging_steps: int = Field(50, ge=1)
-    save_steps: int = Field(200, ge=1, description="checkpoint every N optimizer steps (for --resume)")
-    save_total_limit: int = Field(2, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
+#: Configs that lived in this module before the stages/ layout: name -> the stage module that holds them now.
+_MOVED = {
+    "FinetuneConfig": "finetune",
+    "EvaluateConfig": "evaluate",
+    "ExportConfig": "export",
+    "QuantizeConfig": "quantize",
+    "BenchmarkConfig": "benchmark",
+}
 
 
-class EvaluateConfig(StageConfig):
-    """Evaluate a model (PyTorch folder or ONNX file) on a task split with the official metric."""
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases of the configs that moved to their stage modules (kept for user code and old scripts).
 
-    split: str = Field(
-        "dev", description="split name: dev (GLUE; MNLI dev_matched), dev_mismatched, or the SQuAD eval part"
-    )
-    batch_size: int = Field(64, ge=1)
-    max_examples: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1)
+    The import is by name on purpose: this low-level module must not depend on ``slimformer.stages`` (the layer
+    contracts in pyproject.toml forbid it), and the alias is resolved only when an old import asks for it.
+    """
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-
-class ExportConfig(StageConfig):
-    """Export to ONNX (fp32), with an output check against PyTorch, and optionally int8 in one go."""
-
-    format: Literal["onnx"] = "onnx"
-    opset: int = Field(17, ge=13, le=23)
-    atol: float = Field(1e-4, gt=0, description="max abs difference allowed between PyTorch and ONNX Runtime (fp32)")
-    qat_atol: float = Field(
-        0.5,
-        gt=0,
-        description="same, for QAT-converted models (int8 kernels): float rounding flips dynamically quantized "
-        "activations by one step, so outputs differ by ~0.01-0.4 (docs/quantization.md)",
-    )
-    int8: Literal["none", "dynamic", "static"] = Field("none", description="also write an int8 model")
-
-
-class QuantizeConfig(StageConfig):
-    """int8 post-training quantization of the exported ONNX model with ONNX Runtime's tools."""
-
-    method: Literal["int8-ptq"] = "int8-ptq"
-    mode: Literal["dynamic", "static"] = "dynamic"
-    per_channel: bool = Field(True, description="per-channel (per output row) weight scales")
-    calibration_examples: int = Field(256, ge=1, description="static: training examples used for calibration")
-
-    @field_validator("calibration_examples")
-    @classmethod
-    def _cap(cls, v: int) -> int:
-        if v > 100_000:
-            raise ValueError("calibration_examples above 100000 is not useful; expected ≤ 100000")
-        return v
-
-
-class BenchmarkConfig(StageConfig):
-    """Accuracy, latency (bs 1), throughput (bs 32) and size of every runtime of a run."""
-
-    batch_sizes: list[int] = Field([1, 32], min_length=1, description="batch sizes to time")
-    seq_len: int | None = Field(None, gt=0, description="tokens per sequence (default: the task's max_seq_length)")
-    warmup: int = Field(5, ge=0, description="untimed calls before timing")
-    iters: int = Field(30, ge=1, description="timed calls; medians are reported")
-    threads: int | None = Field(None, ge=1, description="threads pinned for every runtime (default: physical cores)")
-    runtimes: list[Literal["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"]] = Field(
-        ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"], min_length=1
-    )
-    evaluate: bool = Field(True, description="also measure the task metric of each runtime on the eval split")
-    max_eval_examples: int | None = Field(None, ge=1)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
-            raise ValueError(f"batch sizes must be ≥ 1, got {v}")
-        return v
+        warnings.warn(
+            f"slimformer.config.{name} moved to slimformer.stages.{_MOVED[name]}.{name} (also slimformer.{name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(f"slimformer.stages.{_MOVED[name]}"), name)
+    raise AttributeError(f"module 'slimformer.config' has no attribute {name!r}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from slimformer.train.data import MODEL_INPUTS, TaskData, compute_task_metrics
+from slimformer.tasks.data import MODEL_INPUTS, TaskData, compute_task_metrics
 
 __all__ = ["Predictor", "pad_batch", "torch_predictor", "predict", "evaluate_predictor"]
 

@@ -14,10 +14,11 @@ A recipe file::
       - quantize: {mode: dynamic}
       - benchmark: {batch_sizes: [1, 32]}
 
-Every stage name maps to a config class and a handler through :func:`register_stage` (no if/elif over
-names). Unknown stages, unknown keys and bad values are :class:`~slimformer.errors.ConfigError` naming the
-file and the key path. A run writes ``recipe.resolved.yaml`` and ``state.json`` into the run folder and,
-when started again, skips the stages already done with the same config (resume at the stage it stopped in).
+Every stage name maps to a config class and a handler through :func:`slimformer.stages.register_stage`
+(no if/elif over names; ``slimformer.stages`` imports every stage). Unknown stages, unknown keys and bad values
+are :class:`~slimformer.errors.ConfigError` naming the file and the key path. A run writes
+``recipe.resolved.yaml`` and ``state.json`` into the run folder and, when started again, skips the stages already
+done with the same config (resume at the stage it stopped in).
 """
 
 from __future__ import annotations
@@ -26,51 +27,18 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slimformer.config import StageConfig, identity_dump
+from slimformer.config import StageConfig, identity_dump, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
+from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
 
 __all__ = ["Recipe", "RunContext", "StageSpec", "register_stage", "STAGES", "load_recipe", "run_recipe"]
-
-StageHandler = Callable[["RunContext", Any], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """A registered stage: its config class, its handler, and which recipe-level keys it inherits."""
-
-    name: str
-    config_cls: type[StageConfig]
-    handler: StageHandler
-    inherits: tuple[str, ...] = ()
-
-
-#: Stage registry: name -> :class:`StageSpec`. Filled by :func:`register_stage` in ``slimformer.stages``.
-STAGES: dict[str, StageSpec] = {}
-
-
-def register_stage(
-    name: str, config_cls: type[StageConfig], *, inherits: tuple[str, ...] = ()
-) -> Callable[[StageHandler], StageHandler]:
-    """Decorator registering ``handler(ctx, config) -> outputs`` as the stage ``name``.
-
-    Args:
-        inherits: recipe-level keys (``model``, ``task``, ``data``, ``seed``) copied into the stage config
-            when the stage does not set them.
-    """
-
-    def deco(fn: StageHandler) -> StageHandler:
-        STAGES[name] = StageSpec(name, config_cls, fn, inherits)
-        return fn
-
-    return deco
 
 
 class Recipe(BaseModel):
@@ -104,33 +72,12 @@ def _format_validation(prefix: str, err: ValidationError) -> str:
     return f"{prefix}{sep + loc if loc else ''}: {msg} (got {first.get('input')!r})"
 
 
-#: Modules whose import registers stages: the built-in ones, then one per method family (each package keeps its
-#: stage handler and config next to the method, e.g. ``slimformer.embeddings.stage``).
-STAGE_MODULES: list[str] = [
-    "slimformer.stages",
-    "slimformer.embeddings.stage",
-    "slimformer.length.stage",
-    "slimformer.length.search_stage",
-    "slimformer.length.report_stage",
-    "slimformer.distill.stage",
-    "slimformer.quant.stage",
-]
-
-
-def _ensure_stages_registered() -> None:
-    import importlib
-
-    for name in STAGE_MODULES:
-        importlib.import_module(name)
-
-
 def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
     """Validate parsed YAML into a :class:`Recipe`.
 
     Raises:
         ConfigError: not a mapping, unknown stage, unknown key, bad value; the message names ``source`` and the key.
     """
-    _ensure_stages_registered()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping with name, task, data and stages")
     raw = dict(raw)
@@ -203,31 +150,20 @@ def _apply_override(raw: Any, override: str, source: str) -> None:
         raise ConfigError(f"{source}: override {override!r} does not address a recipe key") from None
 
 
-@dataclass
-class RunContext:
-    """What a stage handler sees: the run folder, the recipe, the data root, and earlier stages' outputs."""
-
-    run_dir: Path
-    recipe: Recipe
-    data_root: str | None = None
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def stage_dir(self, name: str) -> Path:
-        """The folder where stage ``name`` writes."""
-        return self.run_dir / name
-
-    def latest(self, key: str) -> Any:
-        """The most recent output ``key`` of any earlier stage (e.g. ``model_dir``, ``onnx_fp32``), or None."""
-        for out in reversed(list(self.outputs.values())):
-            if key in out:
-                return out[key]
-        return None
-
-
 def _config_hash(name: str, cfg: StageConfig) -> str:
     """Identity of a stage's config for resuming: :func:`~slimformer.config.identity_dump` (every field except the
     run-control ones and the unset identity-when-set ones)."""
     payload = json.dumps([name, identity_dump(cfg)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _legacy_hash(name: str, cfg: StageConfig) -> str:
+    """The hash an earlier release recorded when some of today's run-control fields were still part of a stage's
+    identity (``finetune``'s ``save_steps`` / ``save_total_limit``, made run-control in 0.1.0 for consistency with
+    the other training stages): the identity plus every run-control field. Accepted for resuming, so existing run
+    folders are not retrained; a new record is written with :func:`_config_hash` when the stage next runs."""
+    control = {k: v for k, v in cfg.model_dump(mode="json").items() if k in run_control_fields(cfg)}
+    payload = json.dumps([name, {**identity_dump(cfg), **control}], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -273,7 +209,6 @@ def run_recipe(
     Raises:
         ConfigError: ``rerun_from`` names no stage of the recipe.
     """
-    _ensure_stages_registered()
     first_rerun = len(recipe.stages) if rerun_from is None else _stage_position(recipe, rerun_from)
     rd = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
     rd.mkdir(parents=True, exist_ok=True)
@@ -285,20 +220,29 @@ def run_recipe(
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
     resuming = True
     for i, (name, cfg) in enumerate(recipe.stages):
-        key = f"{i}-{name}"
         h = _config_hash(name, cfg)
+        accepted = {h, _legacy_hash(name, cfg)}
         prev = done[i] if i < len(done) else None
         if i >= first_rerun:
             resuming = False
-        if resuming and prev and prev.get("name") == name and prev.get("hash") == h and prev.get("status") == "done":
-            ctx.outputs[key] = prev.get("outputs", {})
+        if (
+            resuming
+            and prev
+            and prev.get("name") == name
+            and prev.get("hash") in accepted
+            and prev.get("status") == "done"
+        ):
+            ctx.record(name, prev.get("outputs", {}))
+            if prev["hash"] != h:  # a legacy record: store today's identity, so run-control changes stay free
+                prev["hash"] = h
+                atomic_write_json(state_path, {"recipe": recipe.name, "stages": done})
             log(f"[{i + 1}/{len(recipe.stages)}] {name}: done earlier, skipped (resume)")
             continue
         resuming = False
         done = done[:i]
         log(f"[{i + 1}/{len(recipe.stages)}] {name}: running")
         outputs = STAGES[name].handler(ctx, cfg)
-        ctx.outputs[key] = outputs
+        ctx.record(name, outputs)
         done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
         atomic_write_json(state_path, {"recipe": recipe.name, "stages": done})
     return ctx

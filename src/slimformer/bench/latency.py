@@ -9,17 +9,16 @@ rounds and pools the samples, so every runtime sees the same background and the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from slimformer.bench.machine import physical_cores
-from slimformer.export.ort import OrtModel
 
 __all__ = [
     "TimingStats",
@@ -32,6 +31,18 @@ __all__ = [
     "benchmark_runtime",
     "compare_runtimes",
 ]
+
+
+class OrtSession(Protocol):
+    """What timing needs of an ONNX Runtime session wrapper (:class:`slimformer.export.OrtModel` is one): the
+    wrapped ``session``, its ``output_names``, ``feeds(batch)`` (graph inputs as int64) and its thread count."""
+
+    session: Any
+    output_names: Sequence[str]
+    intra_op_num_threads: int
+
+    def feeds(self, batch: Mapping[str, Any]) -> dict[str, Any]: ...
+
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -122,7 +133,7 @@ def torch_runner(model: nn.Module, batch: Mapping[str, Any]) -> Callable[[], obj
     return run
 
 
-def ort_runner(session: OrtModel, batch: Mapping[str, Any]) -> Callable[[], object]:
+def ort_runner(session: OrtSession, batch: Mapping[str, Any]) -> Callable[[], object]:
     """A no-argument ``session.run`` on ``batch``, with the feeds (graph inputs, int64) made up front."""
     feeds = session.feeds(batch)
     names = list(session.output_names)
@@ -161,7 +172,7 @@ class RuntimeTiming:
 
 
 def _prepare(
-    model: nn.Module | OrtModel, batch: Mapping[str, Any], seq_len: int, batch_size: int, threads: int | None
+    model: nn.Module | OrtSession, batch: Mapping[str, Any], seq_len: int, batch_size: int, threads: int | None
 ) -> tuple[Callable[[], object], Callable[[], object], int]:
     rows = len(np.asarray(batch["input_ids"]))
     if rows < batch_size:
@@ -171,7 +182,7 @@ def _prepare(
         raise ValueError(f"batch arrays have length(s) {sorted(widths)}, expected {seq_len}; use pad_to_length first")
     one = {k: np.asarray(v)[:1] for k, v in batch.items()}
     full = {k: np.asarray(v)[:batch_size] for k, v in batch.items()}
-    if isinstance(model, OrtModel):
+    if not isinstance(model, nn.Module):  # an ONNX Runtime session wrapper (OrtModel)
         if threads is not None and threads != model.intra_op_num_threads:
             raise ValueError(
                 f"OrtModel uses {model.intra_op_num_threads} threads, not {threads}; set it when building it"
@@ -181,7 +192,7 @@ def _prepare(
 
 
 def compare_runtimes(
-    models: Mapping[str, nn.Module | OrtModel],
+    models: Mapping[str, nn.Module | OrtSession],
     batch: Mapping[str, Any],
     *,
     seq_len: int,
@@ -234,7 +245,7 @@ def compare_runtimes(
 
 
 def benchmark_runtime(
-    model: nn.Module | OrtModel,
+    model: nn.Module | OrtSession,
     batch: Mapping[str, Any],
     *,
     seq_len: int,

@@ -14,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
+from slimformer.checkpoint import load_model, load_pretrained
 from slimformer.errors import ConfigError
-from slimformer.models import SlimModel, load_model, load_pretrained
+from slimformer.models import SlimModel
 from slimformer.models.load import META_FILE
 
 __all__ = ["select_layers", "load_student", "check_student_layers"]

@@ -6,7 +6,7 @@
 - :mod:`~slimformer.embeddings.transform`: in-place factorisation of a model, rebuilt on load from config.json.
 - :mod:`~slimformer.embeddings.evaluate`, :mod:`~slimformer.embeddings.mlm`: reconstruction, zero-shot fidelity,
   zero-shot pair AUC, masked-LM perplexity.
-- :mod:`~slimformer.embeddings.stage`: the ``embeddings`` recipe stage.
+- :mod:`~slimformer.stages.embeddings`: the ``embeddings`` recipe stage.
 """
 
 from slimformer.embeddings.autoencoder import AutoencoderConfig, LinearAutoencoder, autoencoder_loss, train_autoencoder

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from slimformer.checkpoint import Structure, register_structure
 from slimformer.embeddings.autoencoder import AutoencoderConfig, train_autoencoder
 from slimformer.embeddings.factorized import FactorizedEmbedding, has_tied_output_embeddings
 from slimformer.embeddings.svd import ratio_for_rank, svd_factorize
@@ -224,3 +225,9 @@ def restore_factorized_embeddings_(model: SlimModel, folder: str | Path) -> Fact
         first = str(e).strip().splitlines()[0]
         raise ModelLoadError(f"{folder}: factorised word embeddings do not match {RECORD_KEY}: {first}") from e
     return module
+
+
+#: The factorised word-embedding table as a structure :mod:`slimformer.checkpoint` rebuilds on every load.
+FACTORIZED_STRUCTURE = register_structure(
+    Structure(config_key=RECORD_KEY, build=build_factorized_structure_, restore=restore_factorized_embeddings_)
+)

@@ -5,6 +5,7 @@ them (``pip install 'slimformer[onnx]'``).
 """
 
 from slimformer.errors import ExportError
+from slimformer.export.files import FP32_FILE, INT8_FILE
 from slimformer.export.int8_config import Int8Config
 from slimformer.export.onnx import ExportWrapper, export_mode, export_onnx, validate_outputs
 from slimformer.export.optimize import optimize_onnx
@@ -13,6 +14,8 @@ from slimformer.export.quantize import quantize_dynamic_int8, quantize_int8, qua
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec, uses_token_type_ids
 
 __all__ = [
+    "FP32_FILE",
+    "INT8_FILE",
     "ExportError",
     "ExportWrapper",
     "export_mode",

@@ -94,13 +94,13 @@ class Int8Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, with the config class and the slimformer version."""
-        import slimformer
+        from slimformer._version import __version__
 
         return {
             "_type": type(self).__name__,
             **asdict(self),
             "exclude_nodes": list(self.exclude_nodes),
-            "slimformer_version": slimformer.__version__,
+            "slimformer_version": __version__,
         }
 
     @classmethod

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import slimformer
+from slimformer._version import __version__
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.ort import OrtModel
@@ -170,7 +170,7 @@ def export_onnx(
         add_metadata(
             tmp,
             {
-                "slimformer.version": slimformer.__version__,
+                "slimformer.version": __version__,
                 "slimformer.head": model.head.value,
                 "slimformer.model_type": model.config.model_type,
                 "slimformer.exporter": "dynamo" if dynamo else "torchscript",

@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from slimformer.errors import ExportError
 from slimformer.quant.granularity import PerRow, PerTensor
-from slimformer.quant.modules import BinaryWeight, QuantizedLinear, TernaryWeight
+from slimformer.quant.modules import QuantizedLinear
 from slimformer.quant.primitives import fake_quantize
-from slimformer.quant.serialize import scheme_name
+from slimformer.quant.serialize import nominal_bits, scheme_name
 
 __all__ = ["qdq_export_modules", "quantization_summary", "summary_json"]
 
@@ -139,7 +139,7 @@ def quantization_summary(model: nn.Module) -> dict[str, Any] | None:
         schemes[scheme_name(m.weight_q)] = schemes.get(scheme_name(m.weight_q), 0) + 1
     act_bits = sorted({m.act_q.bits for m in linears.values() if m.act_q is not None})
     emb = [scheme_name(m.weight_q) for m in modules.values() if not isinstance(m, QuantizedLinear)]
-    w_bits = sorted({_nominal_bits(m.weight_q) for m in linears.values()})
+    w_bits = sorted({nominal_bits(m.weight_q) for m in linears.values()})
     label = ""
     if linears:
         w = "/".join(str(b) for b in w_bits)
@@ -153,11 +153,6 @@ def quantization_summary(model: nn.Module) -> dict[str, Any] | None:
         "embedding": emb[0] if emb else None,
         "label": label,
     }
-
-
-def _nominal_bits(weight_q: Any) -> int:
-    """Bits a scheme is named by: binary 1, ternary 2 (TernaryBERT's "2-bit"), uniform k -> k."""
-    return 1 if isinstance(weight_q, BinaryWeight) else 2 if isinstance(weight_q, TernaryWeight) else weight_q.bits
 
 
 def summary_json(model: nn.Module) -> str | None:

@@ -1,7 +1,7 @@
 """Length-Adaptive Transformer (Kim & Cho, ACL 2021, https://arxiv.org/abs/2010.07003): length configurations,
 their FLOPs, attention-significance token selection with Drop-and-Restore, LengthDrop / LayerDrop / sandwich
-sampling. The Trainer (``slimformer.length.trainer``), the recipe stage (``slimformer.length.stage``) and the
-ONNX export (``slimformer.length.export``) are imported from their modules (they pull in heavier libraries).
+sampling. The Trainer (``slimformer.length.trainer``), the recipe stage (``slimformer.stages.length``) and the
+ONNX export (``slimformer.export.length``) are imported from their modules (they pull in heavier libraries).
 See docs/length.md.
 """
 

@@ -159,7 +159,7 @@ class LengthConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ``{"lengths": [...]}`` or ``{"ratios": [...]}`` plus versions."""
-        from slimformer import __version__
+        from slimformer._version import __version__
 
         key = "lengths" if self.lengths is not None else "ratios"
         return {key: list(self.values), "format_version": _FORMAT_VERSION, "slimformer_version": __version__}

@@ -16,7 +16,7 @@ from slimformer.evaluate import Predictor, evaluate_predictor
 from slimformer.length.config import LengthConfig
 from slimformer.length.selector import forward_with_config
 from slimformer.models import SlimModel
-from slimformer.train.data import TaskData
+from slimformer.tasks.data import TaskData
 
 __all__ = ["config_predictor", "evaluate_config", "metric_fn"]
 

@@ -5,7 +5,7 @@ the search scores genes on examples of the **training file** (GLUE ``train.tsv``
 named article split, or ``train-v1.1.json`` with ``official``) that no capped training stage of the model
 used, and final figures are reported on the dev split.
 
-How the training stages pick examples (``slimformer.train.data.load_train_features``): with
+How the training stages pick examples (``slimformer.tasks.data.load_train_features``): with
 ``max_train_examples = n`` a stage trains on ``random.Random(seed).sample(range(len(train)), n)`` of the
 file's examples (before tokenization), the whole file otherwise. Each stage records ``seed`` and
 ``max_train_examples`` in the model's ``slimformer.json`` (``applied``); :func:`seen_by_training` replays
@@ -22,19 +22,16 @@ SQuAD examples are questions: a held-out question may share its paragraph with a
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimformer import tasks
+import slimformer.tasks as tasks
 from slimformer.errors import ConfigError
-from slimformer.train.data import TaskData, _cap, _squad_examples
+from slimformer.tasks.data import TaskData, _cap, _squad_examples
 
-__all__ = ["TRAINING_STAGES", "SearchSplit", "example_words", "seen_by_training", "load_search_split"]
-
-#: ``applied`` records of these stages trained on the task's training file.
-TRAINING_STAGES = frozenset({"finetune", "distill", "length", "qat", "sdq"})
+__all__ = ["SearchSplit", "example_words", "seen_by_training", "load_search_split"]
 
 
 @dataclass
@@ -73,12 +70,16 @@ def example_words(example: Any) -> int:
     return len(example.text_a.split()) + len((example.text_b or "").split())
 
 
-def seen_by_training(num_examples: int, records: Iterable[Mapping[str, Any]]) -> tuple[set[int], list[str]]:
+def seen_by_training(
+    num_examples: int, records: Iterable[Mapping[str, Any]], *, training_stages: Collection[str]
+) -> tuple[set[int], list[str]]:
     """Indices of the training file used by capped training stages, and the stages that used all of it.
 
     Args:
         num_examples: examples in the training file.
         records: ``slimformer.json`` ``applied`` records, oldest first.
+        training_stages: names of the stages that train on the task's training file (the recipe layer passes
+            :func:`slimformer.stages.training_stages`); a record of another stage counts only if it has a cap.
 
     Returns:
         ``(seen, overlaps)``: the union of every capped stage's sample (replayed with its ``seed``), and the
@@ -89,7 +90,7 @@ def seen_by_training(num_examples: int, records: Iterable[Mapping[str, Any]]) ->
     everything = list(range(num_examples))
     for rec in records:
         stage = rec.get("stage")
-        if stage not in TRAINING_STAGES and "max_train_examples" not in rec:
+        if stage not in training_stages and "max_train_examples" not in rec:
             continue
         cap = rec.get("max_train_examples")
         if cap is None or cap >= num_examples:
@@ -105,6 +106,7 @@ def load_search_split(
     tokenizer: Any,
     *,
     records: Iterable[Mapping[str, Any]],
+    training_stages: Collection[str],
     num_examples: int,
     seed: int,
     max_seq_length: int,
@@ -121,6 +123,7 @@ def load_search_split(
     Args:
         task: task name. data: the task's data folder (GLUE) or SQuAD file/folder.
         tokenizer: the model's tokenizer. records: the model's ``applied`` history.
+        training_stages: as in :func:`seen_by_training`.
         num_examples: size of the split (examples; SQuAD questions, each one or more windows).
         seed: seed of the draw. max_seq_length, squad_split, doc_stride: as in training.
         min_words: shortest example kept in the pool (words), or ``None`` for all.
@@ -137,7 +140,7 @@ def load_search_split(
         examples = _squad_examples(data, "train", squad_split)
     else:
         examples = tasks.read_glue(spec, data, "train")
-    seen, overlaps = seen_by_training(len(examples), records)
+    seen, overlaps = seen_by_training(len(examples), records, training_stages=training_stages)
     pool = [i for i in range(len(examples)) if i not in seen]
     if min_words:
         pool = [i for i in pool if example_words(examples[i]) >= min_words]

@@ -101,8 +101,8 @@ def reference_metric(config: Any, result: Any, split: Any, meta: Any, data_root:
     """
     if config.loss_reference == "full":
         return {"kind": "full", "metric": float(result.full.metric), "length_config": list(result.full.config)}
+    from slimformer.checkpoint import load_model
     from slimformer.evaluate import evaluate_predictor, torch_predictor
-    from slimformer.models import load_model
 
     distill = meta.stage("distill") or {}
     teacher = config.teacher or distill.get("teacher")
@@ -120,7 +120,7 @@ def reference_metric(config: Any, result: Any, split: Any, meta: Any, data_root:
 
 
 def pick(points: list[dict[str, Any]], budget: Any, cost_kind: str, reference: float, task: str) -> dict[str, Any]:
-    """The front point ``budget`` asks for (see :class:`~slimformer.length.search_stage.LengthBudget`).
+    """The front point ``budget`` asks for (see :class:`~slimformer.stages.search.LengthBudget`).
 
     ``max_loss`` picks the cheapest point in the search's cost within ``max_loss`` points of ``reference``;
     ``budget_ms`` / ``max_flops`` the most accurate point within the budget.

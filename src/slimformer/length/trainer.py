@@ -45,12 +45,12 @@ from transformers import Trainer
 
 from slimformer.distill.kl import Direction, check_direction
 from slimformer.distill.prediction import logits_kd, logits_mse
+from slimformer.distill.trainer import freeze_teacher
 from slimformer.errors import ConfigError
 from slimformer.length.config import LengthConfig
 from slimformer.length.lengthdrop import SubModel, sandwich
 from slimformer.length.selector import forward_with_config
 from slimformer.models import HeadKind, SlimModel, TaskOutput
-from slimformer.train.distill import freeze_teacher
 
 __all__ = ["LengthDropTrainer", "sandwich_loss"]
 

@@ -1,14 +1,17 @@
-"""Models: offline loading/saving and the encoder forward the compression methods act on."""
+"""Models: plain Hugging Face checkpoints offline and the encoder forward the compression methods act on.
+
+Saving and loading slimformer model folders (with the structure compression methods add) is
+:mod:`slimformer.checkpoint`.
+"""
 
 from slimformer.models.encoder import Capture, EncoderOutput, TokenSelector, encoder_forward
 from slimformer.models.load import (
+    META_FILE,
     MODEL_ALIASES,
     LoadedModel,
     ModelMeta,
-    load_model,
-    load_pretrained,
+    library_versions,
     resolve_model_path,
-    save_model,
 )
 from slimformer.models.model import HeadKind, SlimModel, TaskOutput
 
@@ -17,13 +20,12 @@ __all__ = [
     "EncoderOutput",
     "TokenSelector",
     "encoder_forward",
+    "META_FILE",
     "MODEL_ALIASES",
     "LoadedModel",
     "ModelMeta",
-    "load_model",
-    "load_pretrained",
+    "library_versions",
     "resolve_model_path",
-    "save_model",
     "HeadKind",
     "SlimModel",
     "TaskOutput",

@@ -1,11 +1,9 @@
-"""Load and save models offline: local Hugging Face folders, the ``minilm-l6`` alias, safetensors only.
+"""Plain Hugging Face checkpoints offline: local folders, the ``minilm-l6`` alias, safetensors only.
 
-A saved slimformer model is a folder with ``config.json``, ``model.safetensors``, tokenizer files and
-``slimformer.json`` (:class:`ModelMeta`: task, head, what was applied, seed, library versions). It loads
-back with :func:`load_model`, and the folder is also an ordinary Hugging Face checkpoint — except for a
-quantized model (QAT-converted Linears, quantized embeddings): its folder stores packed codes and scales in
-``quantized.safetensors`` with a ``compression_config.json`` (:mod:`slimformer.quant.storage`), and only
-:func:`load_model` rebuilds it.
+This module knows no compression method. A saved slimformer model is a folder with ``config.json``,
+``model.safetensors``, tokenizer files and ``slimformer.json`` (:class:`ModelMeta`: task, head, what was applied,
+seed, library versions); saving and loading such folders, including the structure methods add (packed quantized
+weights, factorised embeddings), is :mod:`slimformer.checkpoint`'s job.
 """
 
 from __future__ import annotations
@@ -13,26 +11,27 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from slimformer.errors import ModelLoadError
-from slimformer.io import atomic_dir, atomic_write_json, read_json
 from slimformer.models.model import SUPPORTED_ARCHITECTURES, HeadKind, SlimModel
 
 __all__ = [
     "MODEL_ALIASES",
     "META_FILE",
+    "AUTO_CLASS",
     "ModelMeta",
     "LoadedModel",
     "resolve_model_path",
     "check_checkpoint_dir",
-    "load_pretrained",
-    "load_model",
-    "save_model",
+    "read_config",
+    "check_tokenizer_files",
+    "load_tokenizer",
+    "load_hf_model",
     "library_versions",
 ]
 
@@ -175,18 +174,39 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     return name  # a hub id (org/name); loading it needs network access
 
 
-_AUTO_CLASS = {
+AUTO_CLASS = {
     HeadKind.CLASSIFICATION: "AutoModelForSequenceClassification",
     HeadKind.QA: "AutoModelForQuestionAnswering",
     HeadKind.NONE: "AutoModel",
 }
 
 
+def load_hf_model(path: str, head: HeadKind, *, quiet: bool = False, **kwargs: Any) -> nn.Module:
+    """``AutoModelFor<head>.from_pretrained(path)`` with safetensors only and no remote code.
+
+    Args:
+        quiet: silence transformers' load report (expected missing weights: a new head, a factorised table).
+        kwargs: passed to ``from_pretrained`` (``num_labels``, ``id2label`` ...).
+
+    Raises:
+        ModelLoadError: the folder or hub id cannot be loaded as that class.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        return _from_pretrained(path, head, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
     import transformers
     from safetensors import SafetensorError
 
-    cls = getattr(transformers, _AUTO_CLASS[head])
+    cls = getattr(transformers, AUTO_CLASS[head])
     local = Path(path).is_dir()
     try:
         return cls.from_pretrained(
@@ -194,71 +214,15 @@ def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
         )
     except (OSError, ValueError, SafetensorError) as e:
         where = "folder" if local else "Hub id (network needed; offline use a local folder or an alias)"
-        raise ModelLoadError(f"{path}: cannot load as {_AUTO_CLASS[head]} from this {where}: {e}") from e
+        raise ModelLoadError(f"{path}: cannot load as {AUTO_CLASS[head]} from this {where}: {e}") from e
 
 
-def load_pretrained(
-    name_or_path: str | os.PathLike[str],
-    head: HeadKind | str,
-    *,
-    num_labels: int | None = None,
-    labels: list[str] | None = None,
-    new_head: bool = False,
-) -> tuple[SlimModel, Any]:
-    """Load a pretrained encoder (alias, local folder or hub id) with a new or existing task head.
-
-    Args:
-        name_or_path: ``minilm-l6``, a local HF folder, or a hub id.
-        head: the task head to put on top.
-        num_labels: classes of a new classification head (1 = regression).
-        labels: label names in id order (stored as ``id2label``).
-        new_head: the checkpoint is a bare encoder and the task head is initialised here (silences the
-            transformers load report about the missing head weights).
-
-    Returns:
-        ``(SlimModel, tokenizer)``; the tokenizer is the fast tokenizer of the checkpoint.
+def read_config(path: str, local: bool) -> Any:
+    """The ``config.json`` of ``path`` (a local folder when ``local``, else a hub id).
 
     Raises:
-        ModelLoadError: see :func:`resolve_model_path`; the architecture is not BERT/RoBERTa/XLM-R; the
-            weights or the tokenizer files are missing or unreadable.
+        ModelLoadError: unreadable config, or a ``model_type`` that is not BERT / RoBERTa / XLM-R.
     """
-    from slimformer.quant.storage import COMPRESSION_FILE, is_quantized_folder
-
-    head = HeadKind(head)
-    path = resolve_model_path(name_or_path)
-    local = Path(path).is_dir()
-    if local and is_quantized_folder(path):
-        raise ModelLoadError(
-            f"{path}: holds a quantized model ({COMPRESSION_FILE}: packed codes, no fp32 weights for the quantized "
-            "layers); load it with slimformer.models.load_model, not into an unquantized model"
-        )
-    config = _read_config(path, local)  # checks the architecture before any weights are read
-    kwargs: dict[str, Any] = {}
-    if head is HeadKind.CLASSIFICATION and num_labels is not None:
-        kwargs["num_labels"] = num_labels
-        if labels is not None:
-            kwargs["id2label"] = dict(enumerate(labels))
-            kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
-    _check_tokenizer_files(path, local)
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    factorized = getattr(config, "slimformer_factorized_embeddings", None) is not None
-    if new_head or kwargs or factorized:  # expected missing weights (new head, factorised table): no load report
-        hf_logging.set_verbosity_error()
-    try:
-        hf = _from_pretrained(path, head, **kwargs)
-    finally:
-        hf_logging.set_verbosity(level)
-    model = SlimModel(hf, head)
-    if local:  # structure HF cannot know (a factorised token-embedding table) is rebuilt from config.json
-        from slimformer.embeddings.transform import restore_factorized_embeddings_
-
-        restore_factorized_embeddings_(model, Path(path))
-    return model, _load_tokenizer(path, local)
-
-
-def _read_config(path: str, local: bool) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -273,93 +237,17 @@ def _read_config(path: str, local: bool) -> Any:
     return config
 
 
-def _check_tokenizer_files(path: str, local: bool) -> None:
+def check_tokenizer_files(path: str, local: bool) -> None:
+    """Raises ModelLoadError when a local folder has no vocabulary file (the tokenizer would know no words)."""
     if local and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
         raise ModelLoadError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
 
 
-def _load_tokenizer(path: str, local: bool) -> Any:
+def load_tokenizer(path: str, local: bool) -> Any:
+    """The fast tokenizer of ``path`` (no remote code). Raises ModelLoadError when it cannot be loaded."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: cannot load the tokenizer: {e}") from e
-
-
-def _load_quantized(path: Path, head: HeadKind | str) -> tuple[SlimModel, Any]:
-    """Build the architecture from ``config.json``, then rebuild its quantized modules and load every tensor."""
-    import transformers
-
-    from slimformer.quant.qat import _STATE_ATTR, QuantizationState
-    from slimformer.quant.storage import load_quantized_weights_
-
-    head = HeadKind(head)
-    config = _read_config(str(path), True)
-    _check_tokenizer_files(str(path), True)
-    hf = getattr(transformers, _AUTO_CLASS[head]).from_config(config).eval()
-    model = SlimModel(hf, head)
-    from slimformer.embeddings.transform import build_factorized_structure_
-
-    build_factorized_structure_(model)  # a factorised table (if recorded) must exist before the strict load
-    state = load_quantized_weights_(hf, path)
-    setattr(model, _STATE_ATTR, QuantizationState(state))
-    return model, _load_tokenizer(str(path), True)
-
-
-def load_model(path: str | os.PathLike[str]) -> LoadedModel:
-    """Load a model saved by :func:`save_model` (reads ``slimformer.json`` for its head and metadata).
-
-    Raises:
-        ModelLoadError: the folder is missing, has no weights / pickle-only weights, or no valid
-            ``slimformer.json``.
-    """
-    p = Path(path)
-    if not p.is_dir():
-        raise ModelLoadError(f"{p}: no such model folder")
-    check_checkpoint_dir(p)
-    meta_path = p / META_FILE
-    if not meta_path.is_file():
-        raise ModelLoadError(f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)")
-    try:
-        raw = read_json(meta_path)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{meta_path}: not valid JSON ({e})") from e
-    meta = ModelMeta.from_dict(raw, str(meta_path))
-    from slimformer.quant.storage import is_quantized_folder
-
-    model, tok = _load_quantized(p, meta.head) if is_quantized_folder(p) else load_pretrained(p, meta.head)
-    return LoadedModel(model=model, tokenizer=tok, meta=meta, path=p)
-
-
-def save_model(model: SlimModel, tokenizer: Any, out: str | os.PathLike[str], meta: ModelMeta) -> Path:
-    """Save weights (safetensors), config, tokenizer and ``slimformer.json`` to ``out`` atomically.
-
-    The folder is written under a temporary name and renamed at the end, so an existing ``out`` is
-    replaced only by a complete model. A model with quantized modules (after ``convert_qat_`` or
-    ``quantize_embeddings_``) is stored packed: ``model.safetensors`` (the other tensors),
-    ``quantized.safetensors`` and ``compression_config.json`` (:mod:`slimformer.quant.storage`).
-
-    Raises:
-        RuntimeError: the model is in QAT state PREPARED (fake-quant modules would be saved as plain fp32
-            weights, losing the quantizers): call ``convert_qat_`` first.
-    """
-    from slimformer.quant.qat import QuantizationState, qat_state
-    from slimformer.quant.storage import quantized_modules, save_quantized_weights
-
-    state = qat_state(model)
-    if state is QuantizationState.PREPARED:
-        raise RuntimeError(
-            "cannot save a model in QAT state PREPARED; save needs state INITIALIZED or CONVERTED "
-            "(call convert_qat_(model) after training)"
-        )
-    meta.versions = library_versions()
-    with atomic_dir(out) as tmp:
-        if quantized_modules(model.hf):
-            model.hf.config.save_pretrained(tmp)
-            save_quantized_weights(model.hf, tmp, qat_state=state.value)
-        else:
-            model.hf.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / META_FILE, asdict(meta))
-    return Path(out)

@@ -10,11 +10,13 @@ two phases :func:`prepare_qat_` / :func:`convert_qat_` with their :class:`Quanti
 
 Deployment: :class:`QuantizedEmbedding` / :func:`quantize_embeddings_` (low-bit word-embedding table),
 :func:`pack_codes` / :func:`unpack_codes` (1/2/4/8-bit storage), :mod:`slimformer.quant.storage` (the packed
-folder format that ``save_model`` / ``load_model`` use) and :mod:`slimformer.quant.serialize` (quantizers as JSON).
+folder format that :mod:`slimformer.checkpoint` uses,
+registered by :mod:`slimformer.quant.persistence`) and :mod:`slimformer.quant.serialize` (quantizers as JSON).
 """
 
 from __future__ import annotations
 
+from slimformer.quant import persistence as _persistence  # noqa: F401  (registers the quantized weight format)
 from slimformer.quant.embedding import FakeQuantEmbedding, QuantizedEmbedding, quantize_embeddings_
 from slimformer.quant.granularity import (
     Granularity,

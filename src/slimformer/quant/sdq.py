@@ -15,7 +15,7 @@ METHODS.md §5 — only the verbal description of SDQ is known; everything here 
   on the fully quantized model that is deployed (OUR CHOICE; the paper's rate is NOT FOUND).
 * **Self-distillation** from the frozen fp32 copy of the starting model at the output and at every
   self-attention block is the loss set ``{"logits_kd": λ_out, "sdq_attention_kl": λ_att}`` of
-  :class:`~slimformer.train.kd_loss.DistillationLoss` (see :mod:`slimformer.quant.stage`).
+  :class:`~slimformer.distill.loss.DistillationLoss` (see :mod:`slimformer.stages.qat`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,42 @@ from slimformer.errors import ConfigError
 from slimformer.quant.granularity import Granularity, PerGroup, PerRow, PerTensor
 from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight, WeightQuantizer
 
-__all__ = ["quantizer_to_dict", "quantizer_from_dict", "storage_bits", "scheme_name"]
+__all__ = [
+    "WEIGHT_QUANTIZERS",
+    "quantizer_name",
+    "nominal_bits",
+    "quantizer_to_dict",
+    "quantizer_from_dict",
+    "storage_bits",
+    "scheme_name",
+    "describe_qat_config",
+]
+
+#: The one table of weight quantizer names: name -> (class, the bit width it implies; None: a chosen uniform width).
+WEIGHT_QUANTIZERS: dict[str, tuple[type[WeightQuantizer], int | None]] = {
+    "ternary": (TernaryWeight, 2),  # TWN, values {-α, 0, +α} (TernaryBERT's weight_bits=2)
+    "binary": (BinaryWeight, 1),  # BWN, values {-α, +α}
+    "uniform": (UniformWeight, None),  # symmetric k-bit, k in SUPPORTED_BITS (2, 3, 4, 8)
+}
+
+
+def quantizer_name(weight_q: WeightQuantizer) -> str:
+    """The :data:`WEIGHT_QUANTIZERS` name of a weight quantizer (``ternary``, ``binary``, ``uniform``).
+
+    Raises:
+        ConfigError: not one of the table's classes.
+    """
+    for name, (cls, _) in WEIGHT_QUANTIZERS.items():
+        if type(weight_q) is cls:
+            return name
+    raise ConfigError(f"unknown weight quantizer {weight_q!r}; expected one of {sorted(WEIGHT_QUANTIZERS)}")
+
+
+def nominal_bits(weight_q: WeightQuantizer) -> int:
+    """Bits a scheme is named by: binary 1, ternary 2 (TernaryBERT's "2-bit"), uniform k -> k."""
+    implied = WEIGHT_QUANTIZERS[quantizer_name(weight_q)][1]
+    return implied if implied is not None else weight_q.bits
+
 
 _GRANULARITIES = {cls.__name__: cls for cls in (PerTensor, PerRow, PerGroup)}
 _QUANTIZERS = {cls.__name__: cls for cls in (UniformWeight, TernaryWeight, BinaryWeight, ActivationQuantizer)}
@@ -77,8 +112,34 @@ def storage_bits(weight_q: WeightQuantizer) -> int:
 
 def scheme_name(weight_q: WeightQuantizer) -> str:
     """Short name of a weight scheme: ``int8``, ``int4``, ``int3``, ``int2``, ``ternary`` or ``binary``."""
-    if isinstance(weight_q, BinaryWeight):
-        return "binary"
-    if isinstance(weight_q, TernaryWeight):
-        return "ternary"
-    return f"int{weight_q.bits}"
+    name = quantizer_name(weight_q)
+    return name if name != "uniform" else f"int{weight_q.bits}"
+
+
+def describe_qat_config(config: Any) -> dict[str, Any]:
+    """A JSON-able description of the quantizers of ``config`` (recorded in ``slimformer.json``)."""
+    w = config.weight
+    weight: dict[str, Any] = {
+        "quantizer": quantizer_name(w),
+        "bits": nominal_bits(w),
+        "granularity": type(w.granularity).__name__,
+        "clip": w.clip,
+    }
+    if isinstance(w, TernaryWeight):
+        weight["threshold_factor"] = w.threshold_factor
+    act = config.activation
+    e = config.embedding
+    embedding = None
+    if e is not None:
+        embedding = {
+            "quantizer": quantizer_name(e),
+            "bits": nominal_bits(e),
+            "granularity": type(e.granularity).__name__,
+            "trained": True,
+        }
+    return {
+        "embedding": embedding,
+        "weight": weight,
+        "activation": None if act is None else {"bits": act.bits, "clip": act.clip, "scale": "dynamic max-abs"},
+        "quantize_pooler": config.quantize_pooler,
+    }

@@ -1,6 +1,6 @@
 """On-disk form of a quantized model: packed codes + scales, and the config that rebuilds the modules.
 
-A quantized model folder (written by :func:`slimformer.models.save_model`) holds, next to ``config.json``,
+A quantized model folder (written by :func:`slimformer.checkpoint.save_model`) holds, next to ``config.json``,
 the tokenizer and ``slimformer.json``:
 
 * ``model.safetensors`` — every tensor of the model's state dict that is *not* a quantized weight (embeddings
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import slimformer
+from slimformer._version import __version__
 from slimformer.errors import ConfigError, ModelLoadError
 from slimformer.io import atomic_write_json, read_json
 from slimformer.quant.embedding import QuantizedEmbedding
@@ -104,7 +104,7 @@ def split_quantized_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str
     config = {
         "_type": "SlimformerCompression",
         "format_version": FORMAT_VERSION,
-        "slimformer_version": slimformer.__version__,
+        "slimformer_version": __version__,
         "quantized_params": n_quant,
         "other_params": sum(v.numel() for v in plain.values() if v.is_floating_point()),
         "modules": records,

@@ -50,17 +50,20 @@ def resume_record(config: BaseModel, **identity: Any) -> dict[str, Any]:
     return {**identity_dump(config), **identity}
 
 
-def prepare_checkpoints(ckpt: Path, record: dict[str, Any], resume: bool) -> Path | None:
+def prepare_checkpoints(
+    ckpt: Path, record: dict[str, Any], resume: bool, *, legacy: dict[str, Any] | None = None
+) -> Path | None:
     """The checkpoint to resume from, or ``None``; checkpoints that must not be resumed are removed first.
 
     ``record`` (the stage config as JSON, plus anything else that must match, e.g. the input model) is written to
     ``ckpt/slimformer-finetune.json``: an interrupted run is resumed only with the same record (the Trainer would
     otherwise restore another run's optimizer and schedule), and a fresh run never mixes its checkpoints with
-    older ones.
+    older ones. ``legacy``: the record an earlier release wrote for the same run (e.g. before a field became
+    run-control), also accepted for resuming.
     """
     recorded = ckpt / CKPT_RECORD
     last = last_checkpoint(ckpt)
-    same = recorded.is_file() and read_json(recorded) == record
+    same = recorded.is_file() and read_json(recorded) in [r for r in (record, legacy) if r is not None]
     if last is not None and not (resume and same):
         if resume:
             print(f"{ckpt}: checkpoints were written with another config; starting over")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from slimformer import tasks
+import slimformer.tasks as tasks
 from slimformer.errors import ConfigError, DataError
 
 __all__ = ["TaskData", "load_train_features", "load_eval_set", "compute_task_metrics", "MODEL_INPUTS"]

@@ -21,31 +21,23 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from slimformer.config import IDENTITY_WHEN_SET, RUN_CONTROL, StageConfig, resolve_data_path
+from slimformer.config import IDENTITY_WHEN_SET, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
-from slimformer.recipe import RunContext, register_stage
+from slimformer.stages.base import RunContext, register_stage
+from slimformer.train.options import TrainingOptions
 
 __all__ = ["LengthStageConfig", "train_length_adaptive"]
 
 
-class LengthStageConfig(StageConfig):
+class LengthStageConfig(TrainingOptions):
     """LengthDrop training with the sandwich rule and in-place distillation (Kim & Cho 2021)."""
 
-    task: str = Field(..., description="task name (must be the task the model was fine-tuned on)")
-    data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
-    seed: int = Field(42)
-    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: the model's)")
     epochs: float = Field(5.0, gt=0, description="training epochs (LAT: 5)")
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     learning_rate: float = Field(3e-5, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    max_train_examples: int | None = Field(None, ge=1)
-    max_eval_examples: int | None = Field(None, ge=1)
     squad_split: str = Field("dev-article-split")
     doc_stride: int = Field(128, ge=1)
     num_sandwich: int = Field(2, ge=0, description="random sub-models per step (sandwich rule)")
@@ -72,12 +64,6 @@ class LengthStageConfig(StageConfig):
     teacher_temperature: float = Field(
         1.0, gt=0, description="τ of the teacher term", json_schema_extra={IDENTITY_WHEN_SET: True}
     )
-    logging_steps: int = Field(50, ge=1)
-    save_steps: int = Field(
-        200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
-    )
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept", json_schema_extra={RUN_CONTROL: True})
-    threads: int | None = Field(None, ge=1)
 
 
 def train_length_adaptive(
@@ -108,15 +94,16 @@ def train_length_adaptive(
     """
     from transformers import DataCollatorWithPadding, set_seed
 
+    from slimformer.checkpoint import load_model, save_model
     from slimformer.length.evaluate import evaluate_config
     from slimformer.length.trainer import LengthDropTrainer
-    from slimformer.models import HeadKind, load_model, save_model
+    from slimformer.models import HeadKind
+    from slimformer.stages._kd import load_teacher
     from slimformer.tasks import get_task
+    from slimformer.tasks.data import load_eval_set, load_train_features
     from slimformer.train.args import training_arguments
     from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
-    from slimformer.train.data import load_eval_set, load_train_features
-    from slimformer.train.finetune import _ListDataset
-    from slimformer.train.kd import load_teacher
+    from slimformer.train.dataset import FeatureDataset
 
     out = Path(out)
     loaded = load_model(model_dir)
@@ -148,7 +135,7 @@ def train_length_adaptive(
     trainer = LengthDropTrainer(
         model=model,
         args=args,
-        train_dataset=_ListDataset(train.features),
+        train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
         num_sandwich=config.num_sandwich,
@@ -193,9 +180,7 @@ def _recipe_teacher(ctx: RunContext) -> str:
     Raises:
         ConfigError: neither stage ran before ``length``.
     """
-    stages = list(reversed(ctx.outputs.items()))  # keys are "<index>-<stage name>"
-    teacher = next((o.get("teacher") for k, o in stages if k.endswith("-distill") and o.get("teacher")), None)
-    teacher = teacher or next((o.get("model_dir") for k, o in stages if k.endswith("-finetune")), None)
+    teacher = (ctx.output_of("distill") or {}).get("teacher") or (ctx.output_of("finetune") or {}).get("model_dir")
     if not teacher:
         raise ConfigError("length: teacher_weight > 0 needs teacher: <folder>, or a distill / finetune stage before it")
     return str(teacher)

@@ -15,15 +15,17 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from slimformer.config import RUN_CONTROL, StageConfig, resolve_data_path
+from slimformer.checkpoint import load_model
+from slimformer.config import resolve_data_path
+from slimformer.distill.loss import DistillationLoss
 from slimformer.errors import ConfigError
-from slimformer.models import LoadedModel, ModelMeta, SlimModel, load_model
-from slimformer.train.kd_loss import DistillationLoss
+from slimformer.models import LoadedModel, ModelMeta, SlimModel
+from slimformer.stages.base import RunContext, quantized_stages
+from slimformer.train.options import TrainingOptions
 
 __all__ = [
     "KDTrainConfig",
     "KDRun",
-    "QUANTIZED_STAGES",
     "load_teacher",
     "teacher_dir",
     "train_student",
@@ -31,16 +33,10 @@ __all__ = [
     "student_meta",
 ]
 
-#: Stages whose output holds quantized (converted) weights: never used as a teacher.
-QUANTIZED_STAGES = ("qat", "sdq", "ptq")
 
-
-class KDTrainConfig(StageConfig):
+class KDTrainConfig(TrainingOptions):
     """Loss set and training budget of a student trained against a teacher (base of the stage configs)."""
 
-    task: str = Field(..., description="task name; must be the teacher's task")
-    data: str = Field(..., description="task data folder (GLUE) or SQuAD json; relative to the data root")
-    seed: int = Field(42)
     teacher: str | None = Field(
         None, description="fine-tuned teacher folder (default: the model_dir of the previous stage)"
     )
@@ -55,22 +51,7 @@ class KDTrainConfig(StageConfig):
     layer_map: dict[int, int] | None = Field(
         None, description="{student layer: teacher layer}, 0-based encoder layers (default: identity)"
     )
-    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: teacher's)")
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    max_train_examples: int | None = Field(None, ge=1, description="cap on training examples (seeded subset)")
-    max_eval_examples: int | None = Field(None, ge=1, description="cap on evaluation examples")
-    logging_steps: int = Field(50, ge=1)
-    save_steps: int = Field(
-        200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
-    )
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept", json_schema_extra={RUN_CONTROL: True})
-    threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check_losses(self) -> KDTrainConfig:
@@ -110,13 +91,13 @@ def load_teacher(path: str | Path, task: str) -> LoadedModel:
     teacher = load_model(path)
     if teacher.meta.task is not None and teacher.meta.task != task:
         raise ConfigError(f"teacher {path} was fine-tuned on {teacher.meta.task!r}, not on task {task!r}")
-    done = next((a["stage"] for a in teacher.meta.applied if a.get("stage") in QUANTIZED_STAGES), None)
+    done = next((a["stage"] for a in teacher.meta.applied if a.get("stage") in quantized_stages()), None)
     if done is not None:
         raise ConfigError(f"teacher {path} is already quantized (stage {done!r}); give a full-precision teacher")
     return teacher
 
 
-def teacher_dir(ctx: Any, teacher: str | None, stage: str) -> str:
+def teacher_dir(ctx: RunContext, teacher: str | None, stage: str) -> str:
     """``teacher`` if set, else the most recent full-precision ``model_dir`` of the run (never a quantized one).
 
     Raises:
@@ -124,8 +105,9 @@ def teacher_dir(ctx: Any, teacher: str | None, stage: str) -> str:
     """
     if teacher:
         return teacher
-    for outputs in reversed(list(ctx.outputs.values())):
-        if "model_dir" in outputs and not outputs.get("quantized"):
+    quantized = quantized_stages()
+    for name, outputs in ctx.earlier():
+        if "model_dir" in outputs and name not in quantized and not outputs.get("quantized"):
             return str(outputs["model_dir"])
     raise ConfigError(f"stage {stage!r} needs a teacher: set teacher: <folder> or put a 'finetune' stage before it")
 
@@ -165,11 +147,11 @@ def train_student(
     """
     from transformers import DataCollatorWithPadding, set_seed
 
+    from slimformer.distill.trainer import DistillationTrainer
+    from slimformer.tasks.data import load_train_features
     from slimformer.train.args import training_arguments
     from slimformer.train.checkpoints import prepare_checkpoints, remove_checkpoints, resume_record
-    from slimformer.train.data import load_train_features
-    from slimformer.train.distill import DistillationTrainer
-    from slimformer.train.finetune import _ListDataset
+    from slimformer.train.dataset import FeatureDataset
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -191,7 +173,7 @@ def train_student(
     trainer = DistillationTrainer(
         model=student,
         args=args,
-        train_dataset=_ListDataset(train.features),
+        train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -215,7 +197,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Official dev metrics of ``model`` (fractions for GLUE, points for SQuAD), at the student's length."""
     from slimformer.evaluate import evaluate_predictor, torch_predictor
-    from slimformer.train.data import load_eval_set
+    from slimformer.tasks.data import load_eval_set
 
     dev = load_eval_set(
         config.task,

@@ -2,10 +2,10 @@
 
 The student is either a subset of the teacher's layers (``student_layers: [1, 3, 5]``; hidden size unchanged,
 embeddings and head copied) or any checkpoint (``student: <folder or alias>``). It is trained with a
-:class:`~slimformer.train.distill.DistillationTrainer`; the default loss set is the MiniLM-style one of
+:class:`~slimformer.distill.trainer.DistillationTrainer`; the default loss set is the MiniLM-style one of
 DESIGN.md: logits KD, hidden-state MSE (mapped layers), and MiniLM's last-layer self-attention distribution
 and value-relation KL (Wang et al. 2020, arXiv:2002.10957). The fp32 student is saved with
-:func:`~slimformer.models.save_model` and scored on the dev set.
+:func:`~slimformer.checkpoint.save_model` and scored on the dev set.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pydantic import Field, model_validator
 from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
-from slimformer.recipe import RunContext, register_stage
-from slimformer.train.kd import (
+from slimformer.stages._kd import (
     KDTrainConfig,
     evaluate_model,
     load_teacher,
@@ -27,6 +26,7 @@ from slimformer.train.kd import (
     teacher_dir,
     train_student,
 )
+from slimformer.stages.base import RunContext, register_stage
 
 __all__ = ["DistillStageConfig", "run_distill"]
 
@@ -80,7 +80,7 @@ def run_distill(
             models cannot give (e.g. layer-wise losses across depths without ``layer_map``), another task.
         ModelLoadError: bad teacher / student folder. DataError: missing data.
     """
-    from slimformer.models import save_model
+    from slimformer.checkpoint import save_model
 
     out = Path(out)
     loaded = load_teacher(teacher, config.task)

@@ -31,13 +31,16 @@ search when the budget is in the search's unit, otherwise after it; the store ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slimformer.config import IDENTITY_WHEN_SET, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
-from slimformer.recipe import Recipe, RunContext, register_stage
+from slimformer.stages.base import RunContext, register_stage, training_stages
+
+if TYPE_CHECKING:
+    from slimformer.recipe import Recipe
 
 __all__ = ["LengthBudget", "SearchStageConfig", "apply_budget", "run_search"]
 
@@ -153,14 +156,15 @@ def run_search(
     import torch
 
     from slimformer.bench.machine import physical_cores
+    from slimformer.checkpoint import load_model
     from slimformer.length import selection as rep
-    from slimformer.length.artifacts import copy_model_with_config, export_length_int8, model_fingerprint
     from slimformer.length.evaluate import evaluate_config
     from slimformer.length.flops import cost_fn
     from slimformer.length.genes import initial_population
     from slimformer.length.search import evolutionary_search
     from slimformer.length.search_split import load_search_split
-    from slimformer.models import HeadKind, load_model
+    from slimformer.models import HeadKind
+    from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
     from slimformer.tasks import get_task
 
     out, model_dir = Path(out), Path(model_dir)
@@ -184,7 +188,7 @@ def run_search(
 
     session, int8_path = None, None
     if config.cost == "latency" or config.measure_latency:
-        from slimformer.length.ort import LengthOrtModel, full_length_batch, latency_ms
+        from slimformer.export.length_ort import LengthOrtModel, full_length_batch, latency_ms
 
         _, int8_path = export_length_int8(
             model_dir,
@@ -209,6 +213,7 @@ def run_search(
         resolve_data_path(config.data, data_root),
         tok,
         records=meta.applied,
+        training_stages=training_stages(),
         num_examples=config.search_examples,
         seed=config.seed,
         max_seq_length=meta.max_seq_length or spec.max_seq_length,

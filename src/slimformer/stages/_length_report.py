@@ -35,7 +35,7 @@ def rescore_front(
 
     Args:
         front: ``front.json`` points (``length_config``, ``metric`` on the search split, ``flops``).
-        lengthdrop: :class:`~slimformer.length.ort.LengthOrtModel` of the LengthDrop model (int8).
+        lengthdrop: :class:`~slimformer.export.length_ort.LengthOrtModel` of the LengthDrop model (int8).
         plain: the same for the model without LengthDrop, or ``None`` to skip the truncation comparison.
         eval_set: the report split (``TaskData``).
         to_config: gene -> :class:`LengthConfig` (absolute lengths, or ratios; see ``selection.gene_config``).

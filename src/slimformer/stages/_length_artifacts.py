@@ -60,10 +60,10 @@ def export_length_int8(
     Raises:
         ExportError: the fp32 graph does not reproduce PyTorch. ModelLoadError: bad model folder.
     """
-    from slimformer.config import QuantizeConfig
-    from slimformer.length.export import LENGTH_GRAPH_VERSION, export_length_onnx
-    from slimformer.models import load_model
-    from slimformer.pipeline import FP32_FILE, INT8_FILE, quantize_model
+    from slimformer.checkpoint import load_model
+    from slimformer.export import FP32_FILE, INT8_FILE
+    from slimformer.export.length import LENGTH_GRAPH_VERSION, export_length_onnx
+    from slimformer.stages.quantize import QuantizeConfig, quantize_model
 
     out = Path(out_dir)
     fp32, int8 = out / FP32_FILE, out / INT8_FILE

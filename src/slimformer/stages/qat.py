@@ -1,9 +1,10 @@
-"""Recipe stages ``qat`` (low-bit QAT with KD losses, METHODS §4) and ``sdq`` (Self-Distilled Quantization, §5).
+"""The ``qat`` recipe stage (low-bit QAT with KD losses, METHODS §4); ``sdq`` (§5, :mod:`slimformer.stages.sdq`)
+shares its training and saving.
 
 Both take the fine-tuned teacher (``teacher:`` or the previous stage's ``model_dir``), train a copy of it as the
-student with a :class:`~slimformer.train.distill.DistillationTrainer`, convert it
+student with a :class:`~slimformer.distill.trainer.DistillationTrainer`, convert it
 (:func:`~slimformer.quant.convert_qat_`: ``QuantizedLinear`` codes + scales) and save it with
-:func:`~slimformer.models.save_model`. The ``applied`` entry of ``slimformer.json`` records the whole stage
+:func:`~slimformer.checkpoint.save_model`. The ``applied`` entry of ``slimformer.json`` records the whole stage
 config, the resolved quantizers (``quantization``), the bit widths, the loss set and the seed.
 
 * ``qat`` defaults to KD-QAT's unified recipe: ternary (TWN) weights, 8-bit activations,
@@ -27,8 +28,8 @@ from slimformer.io import atomic_write_json
 from slimformer.quant.granularity import PerRow, PerTensor
 from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight
 from slimformer.quant.qat import QATConfig, convert_qat_, prepare_qat_
-from slimformer.recipe import RunContext, register_stage
-from slimformer.train.kd import (
+from slimformer.quant.serialize import WEIGHT_QUANTIZERS, describe_qat_config
+from slimformer.stages._kd import (
     KDTrainConfig,
     evaluate_model,
     load_teacher,
@@ -36,15 +37,10 @@ from slimformer.train.kd import (
     teacher_dir,
     train_student,
 )
+from slimformer.stages.base import RunContext, register_stage
 
-__all__ = ["QATStageConfig", "SDQStageConfig", "WEIGHT_QUANTIZERS", "run_qat", "describe_qat_config"]
+__all__ = ["QATStageConfig", "WEIGHT_QUANTIZERS", "run_qat", "run_stage", "describe_qat_config"]
 
-#: Weight quantizer names -> (class, the bit width it implies or None for a chosen uniform width).
-WEIGHT_QUANTIZERS: dict[str, tuple[type, int | None]] = {
-    "ternary": (TernaryWeight, 2),  # TWN, values {-α, 0, +α} (TernaryBERT's weight_bits=2)
-    "binary": (BinaryWeight, 1),  # BWN, values {-α, +α}
-    "uniform": (UniformWeight, None),  # symmetric k-bit, k in SUPPORTED_BITS (2, 3, 4, 8)
-}
 _GRANULARITY = {"per_tensor": PerTensor, "per_row": PerRow}
 
 #: KD-QAT's unified Map + Output loss set, ``L_pred + L_rep + L_map + L_out`` with β = 1 (METHODS §4(b)).
@@ -127,76 +123,6 @@ class QATStageConfig(KDTrainConfig):
         return []
 
 
-class SDQStageConfig(QATStageConfig):
-    """The ``sdq`` stage: Quant-Noise QAT self-distilled from the fp32 model (OUR RECONSTRUCTION of SDQ, §5(b)).
-
-    ``L = gt_weight · CE + λ_out · τ² · KL(p_T^τ ‖ p_S^τ) + λ_att · sdq_attention_kl`` with
-    ``λ_out = kd_losses.logits_kd``, ``λ_att = kd_losses.sdq_attention_kl``. For the "attention output"
-    reading of the paper (METHODS §5(b) ambiguity) use ``kd_losses: {logits_kd: 1, attention_output_mse: 1}``.
-    """
-
-    stage_name: ClassVar[str] = "sdq"
-
-    weight_quantizer: str = Field("uniform", description="SDQ needs uniform k-bit weights (Quant-Noise)")
-    weight_bits: int | None = Field(8, description="bits per weight: 8 (the paper) or 4")
-    kd_losses: dict[str, float] = Field(
-        default_factory=lambda: {"logits_kd": 1.0, "sdq_attention_kl": 1.0},
-        description="{loss name: weight}; default: output KD + attention-map KL over all layers and heads",
-    )
-    gt_weight: float = Field(1.0, ge=0, description="weight of the ground-truth task loss")
-    temperature_squared: bool = Field(True, description="multiply logits_kd by temperature²")
-    noise_start: float = Field(0.25, ge=0, le=1, description="Quant-Noise rate at step 0 (fraction of weights)")
-    noise_end: float = Field(1.0, ge=0, le=1, description="Quant-Noise rate after the ramp")
-    noise_ramp: float = Field(0.5, ge=0, le=1, description="fraction of training steps over which the rate ramps")
-    noise_block_size: int = Field(1, ge=1, description="weights per Quant-Noise block (along the input axis)")
-
-    def qat_config(self) -> QATConfig:
-        """As :meth:`QATStageConfig.qat_config`, for uniform unclipped weights only (Quant-Noise).
-
-        Raises:
-            ConfigError: another quantizer or a weight clip; as :meth:`QATStageConfig.qat_config`.
-        """
-        if self.weight_quantizer != "uniform" or self.weight_clip not in ("default", None):
-            raise ConfigError(
-                f"sdq needs weight_quantizer: uniform without weight_clip (Quant-Noise on k-bit weights), "
-                f"got weight_quantizer={self.weight_quantizer!r}, weight_clip={self.weight_clip!r}"
-            )
-        return super().qat_config()
-
-    def prepare(self, model: Any) -> list[Any]:
-        from slimformer.quant.sdq import QuantNoiseCallback, QuantNoiseSchedule, prepare_quant_noise_
-
-        schedule = QuantNoiseSchedule(self.noise_start, self.noise_end, self.noise_ramp)
-        prepare_quant_noise_(model, self.qat_config(), p=schedule(0, 1), block_size=self.noise_block_size)
-        return [QuantNoiseCallback(schedule)]
-
-
-def describe_qat_config(config: QATConfig) -> dict[str, Any]:
-    """A JSON-able description of the quantizers of ``config`` (recorded in ``slimformer.json``)."""
-    w = config.weight
-    weight: dict[str, Any] = {
-        "quantizer": {TernaryWeight: "ternary", BinaryWeight: "binary", UniformWeight: "uniform"}[type(w)],
-        "bits": {TernaryWeight: 2, BinaryWeight: 1}.get(type(w), getattr(w, "bits", None)),
-        "granularity": type(w.granularity).__name__,
-        "clip": w.clip,
-    }
-    if isinstance(w, TernaryWeight):
-        weight["threshold_factor"] = w.threshold_factor
-    act = config.activation
-    e = config.embedding
-    embedding = None
-    if e is not None:
-        kind = {TernaryWeight: "ternary", BinaryWeight: "binary", UniformWeight: "uniform"}[type(e)]
-        bits = {TernaryWeight: 2, BinaryWeight: 1}.get(type(e), getattr(e, "bits", None))
-        embedding = {"quantizer": kind, "bits": bits, "granularity": type(e.granularity).__name__, "trained": True}
-    return {
-        "embedding": embedding,
-        "weight": weight,
-        "activation": None if act is None else {"bits": act.bits, "clip": act.clip, "scale": "dynamic max-abs"},
-        "quantize_pooler": config.quantize_pooler,
-    }
-
-
 def run_qat(
     config: QATStageConfig, out: str | Path, *, teacher: str | Path, data_root: str | None = None
 ) -> dict[str, Any]:
@@ -210,7 +136,7 @@ def run_qat(
         ConfigError: bad quantizer / loss set, teacher trained on another task or already quantized.
         ModelLoadError: bad teacher folder. DataError: missing data.
     """
-    from slimformer.models import save_model
+    from slimformer.checkpoint import save_model
 
     out = Path(out)
     loaded = load_teacher(teacher, config.task)
@@ -264,5 +190,11 @@ def _handler(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
     return run_qat(config, out, teacher=teacher, data_root=ctx.data_root)
 
 
-register_stage("qat", QATStageConfig, inherits=("task", "data", "seed"))(_handler)
-register_stage("sdq", SDQStageConfig, inherits=("task", "data", "seed"))(_handler)
+def run_stage(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
+    """The handler of the ``qat`` and ``sdq`` stages: train, convert and save against the run's teacher."""
+    return _handler(ctx, config)
+
+
+register_stage(
+    "qat", QATStageConfig, inherits=("task", "data", "seed"), trains=True, quantized_output=True, produces_model=True
+)(run_stage)

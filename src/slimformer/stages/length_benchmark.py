@@ -8,7 +8,7 @@ Recipe use (last, after ``search`` and an ``export`` stage with int8)::
 
 Writes ``report.json`` / ``report.md`` in the run folder (rows in the DESIGN.md results convention) and two
 Pareto plots, ``pareto_flops.png`` and ``pareto_latency.png``. Every metric is on the report split (dev), every
-timing on ``seq_len`` real tokens (no padding; :func:`~slimformer.length.ort.full_length_batch`) with the same
+timing on ``seq_len`` real tokens (no padding; :func:`~slimformer.export.length_ort.full_length_batch`) with the same
 pinned threads, interleaved (:func:`~slimformer.bench.latency.compare_runtimes`). Rows:
 
 * ``teacher fp32`` (PyTorch) and ``teacher int8 ... (ORT)``: the fine-tuned teacher (the distill stage's);
@@ -29,7 +29,7 @@ from pydantic import Field
 
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
-from slimformer.recipe import RunContext, register_stage
+from slimformer.stages.base import RunContext, register_stage
 
 __all__ = ["LengthBenchmarkConfig", "run_length_benchmark"]
 
@@ -76,18 +76,18 @@ def run_length_benchmark(
     from slimformer.bench.latency import compare_runtimes
     from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
     from slimformer.bench.report import make_row, write_report
-    from slimformer.config import ExportConfig, QuantizeConfig
+    from slimformer.checkpoint import load_model
     from slimformer.evaluate import evaluate_predictor, torch_predictor
+    from slimformer.export.length_ort import LengthOrtModel, full_length_batch
     from slimformer.export.ort import OrtModel
     from slimformer.io import read_json
-    from slimformer.length import report as rep
-    from slimformer.length.artifacts import export_length_int8
     from slimformer.length.flops import EncoderDims, config_flops
-    from slimformer.length.ort import LengthOrtModel, full_length_batch
     from slimformer.length.selection import gene_config
-    from slimformer.models import load_model
-    from slimformer.pipeline import export_model, quantize_model
-    from slimformer.train.data import load_eval_set
+    from slimformer.stages import _length_report as rep
+    from slimformer.stages._length_artifacts import export_length_int8
+    from slimformer.stages.export import ExportConfig, export_model
+    from slimformer.stages.quantize import QuantizeConfig, quantize_model
+    from slimformer.tasks.data import load_eval_set
 
     front = read_json(front_json)
     n, form = front["seq_len"], front["gene_form"]
@@ -272,8 +272,8 @@ def run_length_benchmark(
 def _model_before_length(ctx: RunContext) -> str | None:
     """The ``model_dir`` the ``length`` stage started from (the latest one output before it)."""
     before = None
-    for key, out in ctx.outputs.items():
-        if key.split("-", 1)[1] == "length":
+    for name, out in ctx.history:
+        if name == "length":
             return before
         before = out.get("model_dir", before)
     return None
@@ -284,7 +284,7 @@ def _length_benchmark(ctx: RunContext, cfg: LengthBenchmarkConfig) -> dict[str, 
     front_json = ctx.latest("front_json")
     if front_json is None:
         raise ConfigError("stage 'length_benchmark' needs a front_json from an earlier 'search' stage in the recipe")
-    data = next(o["data"] for o in reversed(list(ctx.outputs.values())) if "front_json" in o)
+    data = next(o["data"] for _, o in ctx.earlier() if "front_json" in o)
     return run_length_benchmark(
         cfg,
         front_json=front_json,

@@ -3,7 +3,7 @@
 The student is the Trainer's model; the teacher is frozen (``requires_grad`` off, ``eval`` mode, forward
 under ``torch.no_grad``), so it never enters the autograd graph and never reaches the optimizer. Both run
 through :func:`~slimformer.models.encoder_forward`, capturing only the internals the chosen
-:class:`~slimformer.train.kd_loss.DistillationLoss` terms need. Schedules (e.g. the SDQ Quant-Noise rate)
+:class:`~slimformer.distill.loss.DistillationLoss` terms need. Schedules (e.g. the SDQ Quant-Noise rate)
 are ``TrainerCallback`` s, not Trainer overrides.
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer
 
-from slimformer.train.data import MODEL_INPUTS
-from slimformer.train.kd_loss import DistillationLoss
+from slimformer.distill.loss import DistillationLoss
+from slimformer.tasks.data import MODEL_INPUTS
 
 __all__ = ["DistillationTrainer", "freeze_teacher", "LABEL_KEYS"]
 

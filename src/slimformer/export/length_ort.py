@@ -1,6 +1,6 @@
 """ONNX Runtime sessions of a length-adaptive graph that run a *given* length configuration, and their timing.
 
-A graph written by :func:`~slimformer.length.export.export_length_onnx` takes the configuration as two extra
+A graph written by :func:`~slimformer.export.length.export_length_onnx` takes the configuration as two extra
 inputs (``length_ratios``, ``length_caps``) whose defaults are the configuration given at export. A plain
 :class:`~slimformer.export.ort.OrtModel` feeds only ids and mask, so it runs that default.
 :class:`LengthOrtModel` feeds the configuration it was built with on every call, so evaluation
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from slimformer.export.length import LENGTH_INPUTS, length_feeds
 from slimformer.export.ort import OrtModel
 from slimformer.length.config import LengthConfig
-from slimformer.length.export import LENGTH_INPUTS, length_feeds
 
 __all__ = ["LengthOrtModel", "full_length_batch", "latency_ms"]
 

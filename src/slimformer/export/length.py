@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import slimformer
+from slimformer._version import __version__
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.onnx import export_mode
@@ -55,7 +55,7 @@ __all__ = [
 LENGTH_INPUTS = ("length_ratios", "length_caps")
 
 #: Version of the traced selection ops, recorded in the file (``slimformer.length_graph``) and in cached exports'
-#: stamps (:func:`~slimformer.length.artifacts.export_length_int8`), so a change of the ops re-exports them.
+#: stamps (:func:`~slimformer.stages._length_artifacts.export_length_int8`), so a change of the ops re-exports them.
 #: 2: significance as one MatMul, row Gather / ScatterND instead of GatherElements / ScatterElements.
 LENGTH_GRAPH_VERSION = 2
 
@@ -177,7 +177,7 @@ def export_length_onnx(
         add_metadata(
             tmp,
             {
-                "slimformer.version": slimformer.__version__,
+                "slimformer.version": __version__,
                 "slimformer.head": model.head.value,
                 "slimformer.model_type": model.config.model_type,
                 "slimformer.exporter": "torchscript",

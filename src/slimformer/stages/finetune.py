@@ -1,4 +1,4 @@
-"""Fine-tune a pretrained encoder on a task with the Hugging Face Trainer (Accelerate underneath).
+"""The ``finetune`` stage: fine-tune a pretrained encoder on a task with the Hugging Face Trainer.
 
 The Trainer brings the optimizer (AdamW), the linear schedule with warm-up, gradient clipping,
 checkpoints every ``save_steps`` and resume; the same code runs on several GPUs / nodes when launched with
@@ -13,17 +13,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
-from slimformer.config import FinetuneConfig, resolve_data_path
+from slimformer.checkpoint import load_pretrained, save_model
+from slimformer.config import PREVIOUS_MODEL, identity_dump, resolve_data_path
 from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json, read_json
-from slimformer.models import HeadKind, ModelMeta, load_pretrained, save_model
-from slimformer.models.load import META_FILE
+from slimformer.models import META_FILE, HeadKind, ModelMeta
+from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks import get_task
-from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints
-from slimformer.train.data import load_eval_set, load_train_features
+from slimformer.tasks.data import load_eval_set, load_train_features
+from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.dataset import FeatureDataset
+from slimformer.train.options import TrainingOptions
 
-__all__ = ["FinetuneResult", "finetune", "checkpoint_dir"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "checkpoint_dir"]
+
+
+class FinetuneConfig(TrainingOptions):
+    """Fine-tune a pretrained encoder on a task with the Hugging Face Trainer (Accelerate underneath)."""
+
+    model: str = Field(
+        "minilm-l6",
+        description="model alias (minilm-l6), local HF folder, hub id, or 'previous' (in a recipe: the model "
+        "written by an earlier stage, e.g. embeddings)",
+    )
+    max_seq_length: int | None = Field(None, gt=8, le=4096, description="tokens per sequence (default: the task's)")
+    squad_split: str = Field(
+        "dev-article-split", description="named article-level split of SQuAD dev (train part/eval part)"
+    )
+    doc_stride: int = Field(128, ge=1, description="SQuAD: token overlap between windows of a long context")
 
 
 @dataclass
@@ -86,11 +105,12 @@ def finetune(
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=_ListDataset(train.features),
+        train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
     )
-    last = prepare_checkpoints(ckpt, config.model_dump(mode="json"), resume)
+    # records written before save_steps / save_total_limit became run-control held the whole config
+    last = prepare_checkpoints(ckpt, resume_record(config), resume, legacy=config.model_dump(mode="json"))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     metrics = evaluate_predictor(
@@ -128,16 +148,28 @@ def _prior_stages(model: str) -> list[dict[str, Any]]:
     return list(read_json(meta).get("applied", [])) if meta.is_file() else []
 
 
-class _ListDataset(torch.utils.data.Dataset):
-    """A list of feature dicts as a map-style dataset (only model inputs and labels are kept)."""
+def _reusable_model(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
+    """The metrics of a model already fine-tuned into ``out`` with ``cfg`` (run-control fields aside), else None."""
+    meta_path, results = out / META_FILE, out / "eval_results.json"
+    if not (meta_path.is_file() and results.is_file() and (out / "model.safetensors").is_file()):
+        return None
+    applied = read_json(meta_path).get("applied", [])
+    done = next((a for a in applied if a.get("stage") == "finetune"), {})
+    recorded = {k: v for k, v in done.items() if k not in ("stage", "train_examples")}
+    control = set(cfg.model_dump()) - set(identity_dump(cfg))
+    if {k: v for k, v in recorded.items() if k not in control} != identity_dump(cfg):
+        return None
+    return read_json(results)["metrics"]
 
-    _KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 
-    def __init__(self, features: list[dict[str, Any]]) -> None:
-        self.features = [{k: f[k] for k in self._KEYS if k in f} for f in features]
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.features[i]
+@register_stage(
+    "finetune", FinetuneConfig, inherits=("model", "task", "data", "seed"), trains=True, produces_model=True
+)
+def _finetune(ctx: RunContext, cfg: FinetuneConfig) -> dict[str, Any]:
+    out = ctx.stage_dir("finetune")
+    if cfg.model == PREVIOUS_MODEL:  # e.g. after an `embeddings` stage: fine-tune the model it wrote
+        cfg = cfg.model_copy(update={"model": require(ctx, "model_dir", "finetune (model: previous)", "embeddings")})
+    metrics = _reusable_model(out, cfg)
+    if metrics is None:  # resume=True: an interrupted earlier attempt continues from its last checkpoint
+        metrics = finetune(cfg, out, data_root=ctx.data_root, resume=True).metrics
+    return {"model_dir": str(out), "metrics": metrics, "task": cfg.task, "data": cfg.data}

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.embeddings.autoencoder import AutoencoderConfig
 from slimformer.io import atomic_write_json
-from slimformer.recipe import RunContext, register_stage
+from slimformer.stages.base import RunContext, register_stage
 
 __all__ = ["EmbeddingsConfig", "compress_embeddings"]
 
@@ -49,7 +49,8 @@ class EmbeddingsConfig(StageConfig):
 
 
 def _load_source(source: str) -> tuple[Any, Any, Any]:
-    from slimformer.models.load import META_FILE, ModelMeta, load_model, load_pretrained
+    from slimformer.checkpoint import load_model, load_pretrained
+    from slimformer.models.load import META_FILE, ModelMeta
 
     if (Path(source) / META_FILE).is_file():
         loaded = load_model(source)
@@ -80,10 +81,10 @@ def compress_embeddings(
     """
     import torch
 
+    from slimformer.checkpoint import save_model
     from slimformer.embeddings.evaluate import pair_auc, reconstruction_metrics, token_frequencies, zero_shot_fidelity
     from slimformer.embeddings.svd import rank_for_ratio
     from slimformer.embeddings.transform import factorize_embeddings_
-    from slimformer.models.load import save_model
     from slimformer.tasks.glue import read_glue
 
     model, tok, meta = _load_source(source)
