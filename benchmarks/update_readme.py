@@ -1,19 +1,23 @@
-"""Regenerate the README's results tables from ``benchmarks/results/*.json``.
+"""Regenerate the results tables of README.md and docs/results.md from ``benchmarks/results/*.json``.
 
-    python benchmarks/update_readme.py
+    python benchmarks/update_readme.py            # rewrite the tables in place
+    python benchmarks/update_readme.py --check    # exit 1 when a file would change (writes nothing)
 
 Each results file ``<name>.json`` fills the block between ``<!-- results:<name> -->`` and
-``<!-- /results:<name> -->`` in README.md with its table, the command that made it and the machine.
+``<!-- /results:<name> -->`` with its table, the command that made it and the machine, in whichever of
+:data:`DOCS` holds that block (every one that does). Text outside the blocks is left as it is.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/results.md")  # the files whose results blocks are filled, relative to ROOT
 
 
 def _cell(v: object) -> str:
@@ -138,19 +142,51 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
+
+
+def fill(text: str, tables: dict[str, str]) -> str:
+    """``text`` with the block of every name in ``tables`` that it holds replaced by that table."""
+    for name, table in tables.items():
+        text = _block(name).sub(lambda m, table=table: m.group(1) + table + "\n" + m.group(2), text)
+    return text
+
+
+def update(root: Path = ROOT, docs: tuple[str, ...] = DOCS, check: bool = False) -> list[str]:
+    """Fill the results blocks of ``docs`` (paths relative to ``root``) from ``root/benchmarks/results/*.json``.
+
+    Returns the docs whose text changed (with ``check``, would change; nothing is written then). A doc that
+    does not exist is skipped; a results file that no doc has a block for is reported and skipped.
+    """
+    texts = {d: (root / d).read_text(encoding="utf-8") for d in docs if (root / d).exists()}
+    tables = {}
+    for path in sorted((root / "benchmarks" / "results").glob("*.json")):
         name = path.stem
-        block = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
-        if not block.search(text):
-            print(f"README.md has no block for {name}; skipped")
+        if not any(_block(name).search(text) for text in texts.values()):
+            print(f"no block for {name} in {', '.join(texts)}; skipped")
             continue
-        table = render(json.loads(path.read_text(encoding="utf-8")))
-        text = block.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
-    readme.write_text(text, encoding="utf-8")
-    print("README.md tables refreshed")
+        tables[name] = render(json.loads(path.read_text(encoding="utf-8")))
+    changed = []
+    for doc, text in texts.items():
+        new = fill(text, tables)
+        if new != text:
+            changed.append(doc)
+            if not check:
+                (root / doc).write_text(new, encoding="utf-8")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a file would change; write nothing")
+    args = parser.parse_args(argv)
+    changed = update(check=args.check)
+    if args.check:
+        for doc in changed:
+            print(f"{doc} is out of date: run python benchmarks/update_readme.py")
+        return 1 if changed else 0
+    print(f"tables refreshed; changed: {', '.join(changed) or 'nothing'}")
     return 0
 
 
