@@ -7,7 +7,7 @@ For each method (svd, ae) and compression ratio of the table, runs ``recipes/emb
 accuracy) into ``runs/embeddings/<method>-<ratio>``; the uncompressed row fine-tunes minilm-l6 with the same
 budget. The AE at 5x and the uncompressed model also run export -> int8 -> benchmark for the whole-model size and
 accuracy on ONNX Runtime. Completed stages are reused. Writes ``benchmarks/results/embeddings.json`` and
-refreshes the README table.
+refreshes its table in docs/results.md.
 """
 
 from __future__ import annotations

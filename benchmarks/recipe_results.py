@@ -1,10 +1,11 @@
-"""Run (or resume) a recipe and turn its report into ``benchmarks/results/<name>.json``, then refresh README.
+"""Run (or resume) a recipe and turn its report into ``benchmarks/results/<name>.json``, then refresh the tables.
 
     SLIMFORMER_DATA=../shared/data python benchmarks/recipe_results.py sst2-int8
 
 runs ``slimformer compress recipes/<name>.yaml`` (completed stages of an existing run folder are reused;
 pass ``--restart`` to retrain), copies the run's ``report.json`` rows into the results file with the command,
-the machine and the training budget, and regenerates the README tables (``benchmarks/update_readme.py``).
+the machine and the training budget, and regenerates the tables of README.md and docs/results.md
+(``benchmarks/update_readme.py``).
 """
 
 from __future__ import annotations
