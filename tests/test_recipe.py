@@ -62,7 +62,7 @@ def test_unknown_top_level_key_and_missing_stages() -> None:
 
 
 def test_load_recipe_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="recipe file not found"):
+    with pytest.raises(ConfigError, match="missing.yaml: (recipe )?file not found"):
         load_recipe(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n", encoding="utf-8")
@@ -149,3 +149,21 @@ def test_failed_stage_keeps_earlier_state(tmp_path: Path, counting_stage: list[i
     raw["stages"][1]["_count"]["fail"] = False
     run_recipe(parse_recipe(raw), run_dir=tmp_path, log=lambda s: None)
     assert counting_stage == [1, 2]
+
+
+def test_hostile_recipe_yaml_is_refused_in_one_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\nname: r\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bomb.yaml") as err:
+        load_recipe(bomb)
+    assert "\n" not in str(err.value)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: a\nname: b\ntask: sst2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="dup.yaml.*name"):
+        load_recipe(dup)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(_with()), encoding="utf-8")
+    with pytest.raises(ConfigError, match="override"):
+        load_recipe(good, ["seed=[unclosed"])

@@ -37,6 +37,7 @@ from slimformer.config import StageConfig, identity_dump, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
 from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
+from slimformer.yamlio import load_yaml, load_yaml_file
 
 __all__ = ["Recipe", "RunContext", "StageSpec", "register_stage", "STAGES", "load_recipe", "run_recipe"]
 
@@ -111,7 +112,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (``yaml.safe_load``) and apply ``key=value`` overrides.
+    """Read a YAML recipe (:func:`slimformer.yamlio.load_yaml_file`: safe tags, bounded work) and apply overrides.
 
     Overrides address top-level keys (``seed=1``) or stage options by index (``stages.0.finetune.epochs=2``);
     values are parsed as YAML scalars.
@@ -122,10 +123,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: recipe file not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+    raw = load_yaml_file(p)  # one-line ConfigError for invalid YAML, alias bombs, deep nesting, duplicate keys
     for ov in overrides or []:
         _apply_override(raw, ov, str(p))
     return parse_recipe(raw, str(p))
@@ -137,11 +135,11 @@ def _apply_override(raw: Any, override: str, source: str) -> None:
     key, value = override.split("=", 1)
     parts = key.split(".")
     node = raw
+    parsed = load_yaml(value, f"{source}: override {override!r}")
     try:
         for part in parts[:-1]:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
         last = parts[-1]
-        parsed = yaml.safe_load(value)
         if isinstance(node, list):
             node[int(last)] = parsed
         else:
