@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import SST2_ROWS, make_tiny_model, write_sst2
+from int8_tolerance import int8_atol
 from slimformer.errors import ConfigError, ExportError
 from slimformer.quant import (
     ActivationQuantizer,
@@ -31,6 +32,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from slimformer.export import OrtModel, export_onnx, validate_outputs  # noqa: E402
+from slimformer.export.spec import DummyInputGenerator, onnx_spec  # noqa: E402
 
 SCHEMES = {
     "int8_per_row": (UniformWeight(8, PerRow()), ActivationQuantizer()),
@@ -61,7 +63,13 @@ def _optimized_op_types(path: Path, tmp_path: Path) -> Counter:
 def test_qdq_export_matches_pytorch_and_runs_int8_kernels(tmp_path: Path, name: str) -> None:
     weight_q, act_q = SCHEMES[name]
     model = _converted(weight_q, act_q, embeddings=name == "ternary")
-    path = export_onnx(model, tmp_path / "m.onnx", atol=1e-5)  # validated inside (2 batch sizes x 2 lengths)
+    spec = onnx_spec(model)
+    with torch.no_grad():
+        logits = model(**DummyInputGenerator(model.config, seed=0).generate(spec.inputs, 2, 16)).logits.numpy()
+    # PyTorch fake quantization and ORT's int8 kernels agree up to float rounding that can flip a dynamically
+    # quantized activation by one step (kernels differ by CPU): allow two activation steps of the output's range
+    atol = int8_atol(logits, steps=2, bits=act_q.bits)
+    path = export_onnx(model, tmp_path / "m.onnx", atol=atol)  # validated inside (2 batch sizes x 2 lengths)
     graph = onnx.load(str(path)).graph
     ops = Counter(n.op_type for n in graph.node)
     assert ops["QuantizeLinear"] == 13 and ops["DequantizeLinear"] == 26  # one per activation, one per weight
