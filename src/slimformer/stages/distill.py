@@ -126,7 +126,7 @@ def run_distill(
     }
 
 
-@register_stage("distill", DistillStageConfig, inherits=("task", "data", "seed"))
+@register_stage("distill", DistillStageConfig, inherits=("task", "data", "seed"), trains=True, produces_model=True)
 def _distill(ctx: RunContext, config: DistillStageConfig) -> dict[str, Any]:
     teacher = teacher_dir(ctx, config.teacher, "distill")
     return run_distill(config, ctx.stage_dir("distill"), teacher=teacher, data_root=ctx.data_root)

@@ -127,7 +127,7 @@ def compress_embeddings(
     return report
 
 
-@register_stage("embeddings", EmbeddingsConfig, inherits=("model",))
+@register_stage("embeddings", EmbeddingsConfig, inherits=("model",), produces_model=True)
 def _embeddings(ctx: RunContext, cfg: EmbeddingsConfig) -> dict[str, Any]:
     source = ctx.latest("model_dir") or cfg.model
     out = ctx.stage_dir("embeddings")

@@ -186,7 +186,7 @@ def _recipe_teacher(ctx: RunContext) -> str:
     return str(teacher)
 
 
-@register_stage("length", LengthStageConfig, inherits=("task", "data", "seed"))
+@register_stage("length", LengthStageConfig, inherits=("task", "data", "seed"), trains=True, produces_model=True)
 def _length(ctx: RunContext, cfg: LengthStageConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:

@@ -290,7 +290,7 @@ def run_search(
     }
 
 
-@register_stage("search", SearchStageConfig, inherits=("task", "data", "seed"))
+@register_stage("search", SearchStageConfig, inherits=("task", "data", "seed"), produces_model=True)
 def _search(ctx: RunContext, cfg: SearchStageConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:
