@@ -17,7 +17,7 @@ from slimformer.stages import training_stages
 from slimformer.stages.search import LengthBudget, SearchStageConfig, apply_budget
 
 
-def _sample(n: int, k: int, seed: int) -> set[int]:  # what train/data.py draws for max_train_examples=k
+def _sample(n: int, k: int, seed: int) -> set[int]:  # what tasks/data.py draws for max_train_examples=k
     return set(random.Random(seed).sample(range(n), k))
 
 

@@ -323,7 +323,7 @@ def test_length_stage_with_a_teacher(tmp_path: Path, tiny_model_dir: Path):
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     # no earlier stage to take a teacher from
     recipe = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {"teacher_weight": 0.5}}]})
-    from slimformer.recipe import RunContext
+    from slimformer.stages import RunContext
     from slimformer.stages.length import _recipe_teacher
 
     with pytest.raises(ConfigError, match="teacher_weight > 0 needs teacher"):
