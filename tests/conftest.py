@@ -135,3 +135,15 @@ def resume_callbacks():
             self.steps += 1
 
     return Interrupt, StepCounter
+
+
+@pytest.fixture(scope="session")
+def quala_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer):
+    """The tiny QuaLA recipe of ``quala_helpers`` run once per session: ``(raw recipe, RunContext)``."""
+    from quala_helpers import quala_recipe
+    from slimformer.recipe import parse_recipe, run_recipe
+
+    tmp = tmp_path_factory.mktemp("quala")
+    raw = quala_recipe(tmp, tiny_tokenizer)
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp / "run", log=lambda s: None)
+    return raw, ctx

@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from quala_helpers import quala_recipe
 from slimformer.checkpoint import load_model
 from slimformer.cli import main
 from slimformer.errors import ConfigError
@@ -26,11 +25,8 @@ from slimformer.recipe import parse_recipe, run_recipe
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_tokenizer):
-    tmp = tmp_path_factory.mktemp("quala")
-    raw = quala_recipe(tmp, tiny_tokenizer)
-    ctx = run_recipe(parse_recipe(raw), run_dir=tmp / "run", log=lambda s: None)
-    return raw, ctx
+def run(quala_run):
+    return quala_run  # conftest.py: one tiny QuaLA run per session, shared with the stage matrix
 
 
 def _errors(capsys) -> list[str]:

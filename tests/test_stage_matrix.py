@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from conftest import SST2_ROWS, write_sst2
-from quala_helpers import quala_recipe
 from slimformer.checkpoint import load_model
 from slimformer.recipe import parse_recipe, run_recipe
 from slimformer.stages import STAGES
@@ -65,13 +64,16 @@ MATRIX: dict[str, str] = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer, quala_run
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Each chain run once: ``{chain: [(stage name, outputs), ...]}``."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for chain, stages in CHAINS.items():
         tmp = tmp_path_factory.mktemp(chain)
-        if chain == "quala":
-            raw = quala_recipe(tmp, tiny_tokenizer)
+        if chain == "quala":  # the session's tiny QuaLA run (conftest.quala_run), shared with test_quala_recipe
+            out[chain] = list(quala_run[1].history)
+            continue
         else:
             model = tmp / "tiny-bert"
             from conftest import make_tiny_model
