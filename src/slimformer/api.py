@@ -16,8 +16,11 @@ from slimformer.models import LoadedModel
 from slimformer.recipe import Recipe, load_recipe, run_recipe
 from slimformer.stages import RunContext
 from slimformer.stages.benchmark import BenchmarkConfig, benchmark_target
-from slimformer.stages.evaluate import EvaluateConfig, model_meta
-from slimformer.stages.evaluate import evaluate as _evaluate
+from slimformer.stages.evaluate import (
+    EvaluateConfig,
+    evaluate,  # the public evaluate: a model folder or an .onnx file
+    model_meta,
+)
 from slimformer.stages.export import ExportConfig, export_model
 from slimformer.stages.finetune import FinetuneConfig
 from slimformer.stages.finetune import finetune as _finetune
@@ -59,27 +62,6 @@ def finetune(
 def load(path: PathLike) -> LoadedModel:
     """Load a saved slimformer model folder (model, tokenizer, metadata)."""
     return load_model(path)
-
-
-def evaluate(
-    model: PathLike,
-    *,
-    task: str | None = None,
-    data: str | None = None,
-    config: EvaluateConfig | None = None,
-    data_root: str | None = None,
-    squad_split: str | None = None,
-) -> dict[str, float]:
-    """Evaluate a model folder (PyTorch) or an ``.onnx`` file (ONNX Runtime) with the task's official metric;
-    see :func:`slimformer.stages.evaluate.evaluate`.
-
-    Returns:
-        ``{metric: value, "main": value}``: fractions for GLUE, points for SQuAD EM/F1.
-
-    Raises:
-        ConfigError, DataError, ModelLoadError: one-line messages naming the bad value or file.
-    """
-    return _evaluate(model, task=task, data=data, config=config, data_root=data_root, squad_split=squad_split)
 
 
 def export(

@@ -37,6 +37,7 @@ from slimformer._version import __version__
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.onnx import export_mode
+from slimformer.export.parity import check_outputs
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
 from slimformer.length.config import LengthConfig
 from slimformer.length.selector import LengthSelector, forward_with_config, length_inputs
@@ -249,19 +250,8 @@ def validate_length_outputs(
                     )
                     extra = length_feeds(config, model.num_layers) if feed_lengths else {}
                     got = dict(zip(spec.outputs, session.run(list(spec.outputs), {**feeds, **extra})))
-                    for name in spec.outputs:
-                        expected = getattr(ref, name).float().numpy()
-                        where = f"config {config.values if config else 'full'}, batch {bsz}, seq_len {n}"
-                        if got[name].shape != expected.shape:
-                            raise ExportError(
-                                f"{onnx_path}: output {name!r} has shape {got[name].shape}, PyTorch "
-                                f"{expected.shape} ({where})"
-                            )
-                        diff = float(np.nan_to_num(np.abs(got[name] - expected), nan=np.inf).max(initial=0.0))
-                        if diff > atol:
-                            raise ExportError(
-                                f"{onnx_path}: output {name!r} differs from PyTorch by {diff:.3g} > atol {atol:g} "
-                                f"({where})"
-                            )
-                        worst = max(worst, diff)
+                    where = f"config {config.values if config else 'full'}, batch {bsz}, seq_len {n}"
+                    expected = {name: getattr(ref, name).float().numpy() for name in spec.outputs}
+                    diff = check_outputs(onnx_path, spec.outputs, got, expected, atol=atol, where=where)
+                    worst = max(worst, diff)
     return worst

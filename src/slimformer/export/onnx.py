@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +24,7 @@ from slimformer._version import __version__
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.ort import OrtModel
+from slimformer.export.parity import check_outputs
 from slimformer.export.qdq import qdq_export_modules, summary_json
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
 from slimformer.models import Capture, HeadKind, SlimModel
@@ -230,19 +230,9 @@ def validate_outputs(
             for n in sorted({min(s, gen.max_seq_len) for s in seq_lens}):
                 inputs = gen.generate(spec.inputs, bsz, n)
                 expected = wrapper(*(inputs[name] for name in spec.inputs))
-                got = session(inputs)
-                for name, ref in zip(spec.outputs, expected):
-                    ref_np = ref.float().numpy()
-                    if got[name].shape != ref_np.shape:
-                        raise ExportError(
-                            f"{onnx_path}: output {name!r} has shape {got[name].shape}, "
-                            f"PyTorch {ref_np.shape} (batch {bsz}, seq_len {n})"
-                        )
-                    diff = float(np.nan_to_num(np.abs(got[name] - ref_np), nan=np.inf).max(initial=0.0))
-                    if diff > atol:
-                        raise ExportError(
-                            f"{onnx_path}: output {name!r} differs from PyTorch by {diff:.3g} > "
-                            f"atol {atol:g} (batch {bsz}, seq_len {n})"
-                        )
-                    worst = max(worst, diff)
+                ref = {name: out.float().numpy() for name, out in zip(spec.outputs, expected)}
+                diff = check_outputs(
+                    onnx_path, spec.outputs, session(inputs), ref, atol=atol, where=f"batch {bsz}, seq_len {n}"
+                )
+                worst = max(worst, diff)
     return worst
