@@ -38,6 +38,7 @@ from slimformer.models.load import (
     read_config,
     resolve_model_path,
 )
+from slimformer.tasks import task_from_dict
 
 __all__ = [
     "WeightFormat",
@@ -50,6 +51,7 @@ __all__ = [
     "load_pretrained",
     "load_model",
     "save_model",
+    "read_meta",
 ]
 
 #: Marker file of a folder whose weights are not in the plain Hugging Face layout (a weight format's own config).
@@ -244,6 +246,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{meta_path}: not valid JSON ({e})") from e
     meta = ModelMeta.from_dict(raw, str(meta_path))
+    _register_task(meta, str(meta_path))
     fmt = _folder_format(p)
     head = HeadKind(meta.head)
     model, tok = _load_in_format(p, head, fmt) if fmt is not None else load_pretrained(p, head)
@@ -274,3 +277,27 @@ def save_model(model: SlimModel, tokenizer: Any, out: str | os.PathLike[str], me
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / META_FILE, asdict(meta))
     return Path(out)
+
+
+def _register_task(meta: ModelMeta, source: str) -> None:
+    """Register the user task a model was trained on (recorded in its ``slimformer.json``), so stages find it."""
+    if meta.task_spec is not None:
+        task_from_dict(meta.task_spec, f"{source}: task_spec")
+
+
+def read_meta(folder: str | os.PathLike[str]) -> ModelMeta:
+    """The ``slimformer.json`` of a model or export folder (its user task registered).
+
+    Raises:
+        ModelLoadError: no ``slimformer.json``, not valid JSON, or not a valid record.
+    """
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{Path(folder)}: no {META_FILE}; not a slimformer model or export folder")
+    try:
+        raw = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+    meta = ModelMeta.from_dict(raw, str(path))
+    _register_task(meta, str(path))
+    return meta

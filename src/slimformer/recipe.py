@@ -37,6 +37,8 @@ from slimformer.config import StageConfig, identity_dump, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
 from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
+from slimformer.stages.teacher import task_head
+from slimformer.tasks.userdata import DataFiles, describe_task
 from slimformer.yamlio import load_yaml, load_yaml_file
 
 __all__ = ["Recipe", "RunContext", "StageSpec", "register_stage", "STAGES", "load_recipe", "run_recipe"]
@@ -55,12 +57,64 @@ class Recipe(BaseModel):
     run_dir: str | None = None
     description: str | None = None
     stages: list[tuple[str, StageConfig]] = Field(default_factory=list)
+    #: the ``task:`` mapping of a recipe over the user's own data (files, columns, labels), else None
+    task_description: dict[str, Any] | None = Field(None, exclude=True)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved recipe (every default filled in) as plain data."""
         head = self.model_dump(exclude={"stages"}, exclude_none=True)
+        if self.task_description is not None:
+            head["task"] = self.task_description
         head["stages"] = [{name: cfg.model_dump(mode="json")} for name, cfg in self.stages]
         return head
+
+
+#: Keys of a recipe's ``task:`` mapping (a task described by the user's data).
+_TASK_KEYS = {"name", "files", "labels", "main_metric", "max_seq_length"}
+
+
+def _describe_user_task(task: dict[str, Any], model: str, source: str) -> str:
+    """Register the user task a recipe's ``task:`` mapping describes; returns its name.
+
+    Labels come from ``labels:``, else from the teacher's ``id2label`` when ``model`` is a fine-tuned folder with
+    named labels, else from the training data (sorted).
+
+    Raises:
+        ConfigError: unknown or missing keys, bad files description. DataError: unreadable data.
+    """
+    where = f"{source}: task"
+    unknown = sorted(set(task) - _TASK_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(_TASK_KEYS)}")
+    name = task.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name: expected the task's name (e.g. banking77), got {name!r}")
+    files = DataFiles.from_dict(task.get("files"), f"{where}.files")
+    labels = task.get("labels")
+    if labels is None:
+        head = task_head(model) if Path(str(model)).expanduser().is_dir() else None
+        id2label = head[1] if head else {}
+        names = [id2label[i] for i in sorted(id2label)]
+        if names and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+            labels = names
+    elif not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
+        raise ConfigError(f"{where}.labels: expected a list of label names, got {labels!r}")
+    msl = task.get("max_seq_length", 128)
+    if not isinstance(msl, int) or not 8 < msl <= 4096:
+        raise ConfigError(f"{where}.max_seq_length: expected tokens in (8, 4096], got {msl!r}")
+    describe_task(
+        name,
+        files,
+        labels=[str(x) for x in labels] if labels is not None else None,
+        main_metric=task.get("main_metric"),
+        max_seq_length=msl,
+    )
+    return name
+
+
+#: Stages after which a recipe has a task model; before any other first stage, a user's fine-tuned folder given
+#: as ``model:`` is taken in by a ``teacher`` stage.
+_MAKES_TASK_MODEL = ("finetune", "teacher", "embeddings")
 
 
 def _format_validation(prefix: str, err: ValidationError) -> str:
@@ -85,10 +139,18 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
     stages_raw = raw.pop("stages", None)
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError(f"{source}: 'stages' must be a non-empty list of {{stage_name: {{...}}}} entries")
+    description = raw.get("task") if isinstance(raw.get("task"), dict) else None
+    if description is not None:
+        raw["task"] = _describe_user_task(description, str(raw.get("model", "minilm-l6")), source)
+        raw.setdefault("data", str(description.get("files", {}).get("train", "")))
     try:
         recipe = Recipe(**raw)
     except ValidationError as e:
         raise ConfigError(_format_validation(f"{source}: ", e).replace(": : ", ": ")) from None
+    recipe.task_description = description
+    first = next(iter(stages_raw[0])) if isinstance(stages_raw[0], dict) and len(stages_raw[0]) == 1 else None
+    if first not in _MAKES_TASK_MODEL and task_head(recipe.model) is not None:
+        stages_raw = [{"teacher": {}}, *stages_raw]  # the user's fine-tuned folder is the teacher
     top = {"model": recipe.model, "task": recipe.task, "data": recipe.data, "seed": recipe.seed}
     for i, entry in enumerate(stages_raw):
         where = f"{source}: stages[{i}]"

@@ -29,7 +29,7 @@ from typing import Any
 
 import slimformer.tasks as tasks
 from slimformer.errors import ConfigError
-from slimformer.tasks.data import TaskData, _cap, _squad_examples
+from slimformer.tasks.data import TaskData, _cap, _qa_examples
 
 __all__ = ["SearchSplit", "example_words", "seen_by_training", "load_search_split"]
 
@@ -137,7 +137,7 @@ def load_search_split(
     """
     spec = tasks.get_task(task)
     if spec.kind == "qa":
-        examples = _squad_examples(data, "train", squad_split)
+        examples = _qa_examples(spec, data, "train", squad_split)
     else:
         examples = tasks.read_glue(spec, data, "train")
     seen, overlaps = seen_by_training(len(examples), records, training_stages=training_stages)

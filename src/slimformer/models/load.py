@@ -70,6 +70,10 @@ class ModelMeta:
         labels: the label names, in id order (classification).
         versions: library versions at save time.
         format_version: version of this file's layout.
+        task_spec: the description of a task made from the user's data (``slimformer.tasks.task_to_dict``),
+            so any later process can read its data; ``None`` for the presets.
+        teacher_source: where the first model came from: ``hf-folder`` (a user's fine-tuned Hugging Face folder)
+            or ``None`` (fine-tuned by slimformer).
     """
 
     head: str
@@ -81,6 +85,14 @@ class ModelMeta:
     labels: list[str] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = 1
+    task_spec: dict[str, Any] | None = None
+    teacher_source: str | None = None
+
+    def origin(self) -> dict[str, Any] | None:
+        """The record of the stage that made the task model (the first ``applied`` record naming its ``data``:
+        ``finetune``, or ``teacher`` for a user's fine-tuned folder), whose data and task options later stages
+        read; ``None`` for a bare encoder."""
+        return next((a for a in self.applied if "data" in a), None)
 
     def stage(self, name: str) -> dict[str, Any] | None:
         """The first record in :attr:`applied` of the stage ``name`` (e.g. ``"finetune"``), or ``None``."""

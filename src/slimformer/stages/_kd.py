@@ -113,7 +113,7 @@ def teacher_dir(ctx: RunContext, teacher: str | None, stage: str) -> str:
 
 
 def _task_options(meta: ModelMeta) -> dict[str, Any]:
-    ft = meta.stage("finetune") or {}
+    ft = meta.origin() or {}
     return {"squad_split": ft.get("squad_split", "dev-article-split"), "doc_stride": ft.get("doc_stride", 128)}
 
 
@@ -227,4 +227,6 @@ def student_meta(teacher_meta: ModelMeta, config: KDTrainConfig, record: dict[st
         seed=config.seed,
         max_seq_length=config.max_seq_length or teacher_meta.max_seq_length,
         labels=teacher_meta.labels,
+        task_spec=teacher_meta.task_spec,
+        teacher_source=teacher_meta.teacher_source,
     )

@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import Field
 
-from slimformer.checkpoint import load_model
+from slimformer.checkpoint import load_model, read_meta
 from slimformer.config import StageConfig, resolve_data_path
-from slimformer.errors import ConfigError, ModelLoadError
+from slimformer.errors import ConfigError
 from slimformer.evaluate import evaluate_predictor, torch_predictor
-from slimformer.io import atomic_write_json, read_json
-from slimformer.models import META_FILE, ModelMeta
+from slimformer.io import atomic_write_json
+from slimformer.models import ModelMeta
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks.data import load_eval_set
 
@@ -37,15 +37,11 @@ class EvaluateConfig(StageConfig):
 def model_meta(path: PathLike) -> ModelMeta:
     """The ``slimformer.json`` of a model folder, or of the folder holding an ONNX file."""
     p = Path(path)
-    folder = p.parent if p.is_file() else p
-    meta_path = folder / META_FILE
-    if not meta_path.is_file():
-        raise ModelLoadError(f"{folder}: no {META_FILE}; not a slimformer model or export folder")
-    return ModelMeta.from_dict(read_json(meta_path), str(meta_path))
+    return read_meta(p.parent if p.is_file() else p)
 
 
 def _task_and_data(meta: ModelMeta, task: str | None, data: str | None) -> tuple[str, str]:
-    finetuned = meta.stage("finetune") or {}
+    finetuned = meta.origin() or {}
     task = task or meta.task
     data = data or finetuned.get("data")
     if not task:
@@ -79,7 +75,7 @@ def evaluate(
     loaded = None if p.suffix == ".onnx" else load_model(p)  # checks the folder and its weights first
     meta = loaded.meta if loaded is not None else model_meta(p)
     task, data = _task_and_data(meta, task, data)
-    finetuned = meta.stage("finetune") or {}
+    finetuned = meta.origin() or {}
     split_name = squad_split or finetuned.get("squad_split", "dev-article-split")
     _set_threads(cfg.threads)
     if p.suffix == ".onnx":

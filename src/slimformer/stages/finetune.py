@@ -21,7 +21,7 @@ from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json, read_json
 from slimformer.models import META_FILE, HeadKind, ModelMeta
 from slimformer.stages.base import RunContext, register_stage, require
-from slimformer.tasks import get_task
+from slimformer.tasks import get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
 from slimformer.train.dataset import FeatureDataset
@@ -125,6 +125,7 @@ def finetune(
         seed=config.seed,
         max_seq_length=msl,
         labels=labels,
+        task_spec=task_to_dict(spec) if spec.files is not None else None,
     )
     save_model(model, tok, out, meta)
     atomic_write_json(

@@ -129,7 +129,7 @@ def run_length_benchmark(
     pick = LengthOrtModel(onnx_int8, chosen, intra_op_num_threads=threads)
     sessions[pick_name] = pick
 
-    ft = meta.stage("finetune") or {}
+    ft = meta.origin() or {}
     eval_set = load_eval_set(
         front["task"],
         resolve_data_path(data, data_root),

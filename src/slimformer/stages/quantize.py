@@ -11,11 +11,12 @@ from pydantic import Field, field_validator
 from transformers import AutoTokenizer
 
 from slimformer.bench.machine import file_size_mb
+from slimformer.checkpoint import read_meta
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.evaluate import pad_batch
 from slimformer.export import INT8_FILE, Int8Config, quantize_int8
-from slimformer.io import atomic_write_json, read_json
+from slimformer.io import atomic_write_json
 from slimformer.models import META_FILE, ModelMeta
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks.data import load_train_features
@@ -42,11 +43,11 @@ class QuantizeConfig(StageConfig):
 
 
 def _meta_of(folder: Path) -> ModelMeta:
-    return ModelMeta.from_dict(read_json(folder / META_FILE), str(folder / META_FILE))
+    return read_meta(folder)
 
 
 def training_data(meta: ModelMeta) -> tuple[str, str, dict[str, Any]]:
-    ft = meta.stage("finetune")
+    ft = meta.origin()
     if ft is None or not meta.task:
         raise ConfigError("the model's slimformer.json records no fine-tuning (task and data are needed)")
     return meta.task, ft["data"], ft

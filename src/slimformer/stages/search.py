@@ -207,7 +207,7 @@ def run_search(
         if budget.budget_ms is not None and config.min_cost is None:
             rep.check_budget(budget.budget_ms, ms_of(smallest), smallest, "ms")
 
-    ft = meta.stage("finetune") or {}
+    ft = meta.origin() or {}
     split = load_search_split(
         spec.name,
         resolve_data_path(config.data, data_root),

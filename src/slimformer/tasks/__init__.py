@@ -2,7 +2,7 @@
 
 from slimformer.tasks.glue import Example, compute_glue_metrics, encode_glue, glue_file, read_glue
 from slimformer.tasks.metrics import METRICS, accuracy, binary_f1, matthews_corrcoef, pearson, spearman
-from slimformer.tasks.registry import TASKS, TaskKind, TaskSpec, get_task
+from slimformer.tasks.registry import TASKS, TaskKind, TaskSpec, get_task, register_task, task_from_dict, task_to_dict
 from slimformer.tasks.squad import SQUAD_SPLITS, QAExample, article_split, read_squad, split_squad
 from slimformer.tasks.squad_features import prepare_eval_features, prepare_train_features
 from slimformer.tasks.squad_metric import (
@@ -19,6 +19,9 @@ __all__ = [
     "TaskSpec",
     "TASKS",
     "get_task",
+    "register_task",
+    "task_to_dict",
+    "task_from_dict",
     "Example",
     "glue_file",
     "read_glue",

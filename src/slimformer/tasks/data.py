@@ -68,6 +68,15 @@ def _squad_examples(data: Path, split: str, squad_split: str) -> list[Any]:
     raise ConfigError(f"split {split!r} is unknown for SQuAD; expected train or dev")
 
 
+def _qa_examples(spec: Any, data: Path, split: str, squad_split: str) -> list[Any]:
+    """The questions of ``split``: a user QA task's own files, else SQuAD's layout."""
+    if spec.files is not None:
+        from slimformer.tasks.userdata import read_user_qa
+
+        return read_user_qa(spec, split)
+    return _squad_examples(data, split, squad_split)
+
+
 def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
     if n is None or n >= len(items):
         return items
@@ -97,7 +106,7 @@ def load_train_features(
     spec = tasks.get_task(task)
     msl = max_seq_length or spec.max_seq_length
     if spec.kind == "qa":
-        examples = _cap(_squad_examples(data, "train", squad_split), max_examples, seed)
+        examples = _cap(_qa_examples(spec, data, "train", squad_split), max_examples, seed)
         feats = tasks.prepare_train_features(examples, tokenizer, max_seq_length=msl, doc_stride=doc_stride)
         return TaskData(spec, feats, examples, "train")
     examples = _cap(tasks.read_glue(spec, data, "train"), max_examples, seed)
@@ -119,7 +128,7 @@ def load_eval_set(
     spec = tasks.get_task(task)
     msl = max_seq_length or spec.max_seq_length
     if spec.kind == "qa":
-        examples = _squad_examples(data, split, squad_split)[: max_examples or None]
+        examples = _qa_examples(spec, data, split, squad_split)[: max_examples or None]
         feats = tasks.prepare_eval_features(examples, tokenizer, max_seq_length=msl, doc_stride=doc_stride)
         return TaskData(spec, feats, examples, split)
     examples = tasks.read_glue(spec, data, split)[: max_examples or None]

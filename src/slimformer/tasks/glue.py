@@ -125,6 +125,10 @@ def read_glue(
             [0, 5]; also when the file holds no examples.
     """
     spec = get_task(task)
+    if spec.files is not None:  # a task described by the user's data: its own files and columns (data_dir unused)
+        from slimformer.tasks.userdata import read_user_split  # userdata builds on this module's Example
+
+        return read_user_split(spec, split)
     if spec.kind == "qa":
         raise ConfigError(f"task {spec.name} is not a GLUE task; read it with read_squad")
     path = glue_file(spec, data_dir, split)

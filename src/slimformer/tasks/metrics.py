@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
-__all__ = ["accuracy", "binary_f1", "matthews_corrcoef", "pearson", "spearman", "roc_auc", "METRICS"]
+__all__ = ["accuracy", "binary_f1", "macro_f1", "matthews_corrcoef", "pearson", "spearman", "roc_auc", "METRICS"]
 
 
 def _pair(predictions: ArrayLike, labels: ArrayLike, dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +178,34 @@ def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def macro_f1(predictions: ArrayLike, labels: ArrayLike) -> float:
+    """Macro-averaged F1: the unweighted mean over classes of ``2·P·R / (P + R)`` (one-vs-rest).
+
+    Classes are those present in ``labels`` or ``predictions``; a class with no true and no predicted example
+    does not occur; a class with ``P + R = 0`` scores 0 (scikit-learn's ``f1_score(average="macro")``).
+
+    Args:
+        predictions: predicted class ids, shape ``(n,)``. labels: gold class ids, shape ``(n,)``.
+
+    Returns:
+        Macro-F1 in ``[0, 1]``.
+
+    Raises:
+        ValueError: the arrays differ in length or are empty.
+    """
+    p, y = _pair(predictions, labels, np.int64)
+    scores = []
+    for k in np.union1d(p, y):
+        tp = float(np.sum((p == k) & (y == k)))
+        fp = float(np.sum((p == k) & (y != k)))
+        fn = float(np.sum((p != k) & (y == k)))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
 METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
     "accuracy": accuracy,
+    "macro_f1": macro_f1,
     "f1": binary_f1,
     "mcc": matthews_corrcoef,
     "pearson": pearson,

@@ -10,12 +10,12 @@ official metrics of a task are still computed (MRPC/QQP: F1 and accuracy; STS-B:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from slimformer.errors import ConfigError
 
-__all__ = ["TaskKind", "TaskSpec", "TASKS", "get_task"]
+__all__ = ["TaskKind", "TaskSpec", "TASKS", "get_task", "register_task", "task_to_dict", "task_from_dict"]
 
 TaskKind = Literal["classification", "regression", "qa"]
 
@@ -40,6 +40,8 @@ class TaskSpec:
         eval_splits: the splits reported at evaluation time.
         label_field: header name of the gold label column in labelled files (``None`` for QA).
         id_field: header name of the example-id column, or ``None`` when rows are numbered.
+        files: for a task described by the user's data (:class:`slimformer.tasks.userdata.DataFiles`): its files,
+            columns and hold-out; ``None`` for the presets, which read their benchmark layout.
     """
 
     name: str
@@ -56,6 +58,7 @@ class TaskSpec:
     eval_splits: tuple[str, ...] = ("dev",)
     label_field: str | None = "label"
     id_field: str | None = "index"
+    files: Any = None
 
     def __post_init__(self) -> None:
         if self.main_metric not in self.metrics:
@@ -237,3 +240,59 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if key not in TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[key]
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Register a task described by user data under its name (idempotent for the same description).
+
+    Raises:
+        ConfigError: the name is a preset's, or another description is registered under it.
+    """
+    key = _normalise(spec.name)
+    known = TASKS.get(key)
+    if known is not None and known.files is None:
+        raise ConfigError(f"task name {spec.name!r} is a preset; give the user task another name")
+    if known is not None and task_to_dict(known) != task_to_dict(spec):
+        raise ConfigError(f"task {spec.name!r} is already registered with another description")
+    TASKS[key] = spec
+    return spec
+
+
+def task_to_dict(spec: TaskSpec) -> dict[str, Any]:
+    """A user task's description as plain JSON (recorded in recipes and in ``slimformer.json``)."""
+    d = asdict(spec)
+    if spec.files is not None and not isinstance(spec.files, dict):
+        d["files"] = spec.files.to_dict()
+    d["labels"] = list(spec.labels) if spec.labels is not None else None
+    for k in ("metrics", "text_fields", "eval_splits"):
+        d[k] = list(d[k])
+    d["split_files"] = [list(x) for x in spec.split_files]
+    return d
+
+
+def task_from_dict(d: dict[str, Any], source: str = "task") -> TaskSpec:
+    """Inverse of :func:`task_to_dict`, registered (so a later process finds the task by name).
+
+    Raises:
+        ConfigError: not a user task description, or unknown / bad keys (names ``source``).
+    """
+    from slimformer.tasks.userdata import DataFiles
+
+    if not isinstance(d, dict) or not isinstance(d.get("files"), dict):
+        raise ConfigError(f"{source}: expected a user task description with 'files'")
+    known = set(TaskSpec.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}")
+    kw = dict(d)
+    kw["files"] = DataFiles.from_dict(kw["files"], f"{source}.files")
+    kw["labels"] = tuple(kw["labels"]) if kw.get("labels") is not None else None
+    for k in ("metrics", "text_fields", "eval_splits"):
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    if "split_files" in kw:
+        kw["split_files"] = tuple(tuple(x) for x in kw["split_files"])
+    try:
+        return register_task(TaskSpec(**kw))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: {e}") from None
