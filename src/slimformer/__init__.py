@@ -22,13 +22,18 @@ __all__ = [
     "EvaluateConfig",
     "ExportConfig",
     "BenchmarkConfig",
+    "pipeline",
     "__version__",
 ]
 
-_API = set(__all__) - {"__version__"}
+_API = set(__all__) - {"__version__", "pipeline"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "pipeline":
+        from slimformer import serving
+
+        return serving.pipeline
     if name in _API:
         from slimformer import api
 

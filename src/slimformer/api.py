@@ -6,14 +6,18 @@ The CLI calls exactly these functions with the config objects it parsed.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
+from slimformer.autorecipe import new_recipe as _new_recipe
 from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
+from slimformer.io import atomic_write_text
 from slimformer.models import LoadedModel
-from slimformer.recipe import Recipe, load_recipe, run_recipe
+from slimformer.recipe import Recipe, load_recipe, parse_recipe, run_recipe
 from slimformer.stages import RunContext
 from slimformer.stages.benchmark import BenchmarkConfig, benchmark_target
 from slimformer.stages.evaluate import (
@@ -34,6 +38,8 @@ __all__ = [
     "benchmark",
     "compress",
     "model_meta",
+    "new_recipe",
+    "write_recipe",
     "FinetuneConfig",
     "EvaluateConfig",
     "ExportConfig",
@@ -78,6 +84,24 @@ def benchmark(
     return benchmark_target(target, config or BenchmarkConfig(), data=data, data_root=data_root)
 
 
+def new_recipe(**kwargs: Any) -> dict[str, Any]:
+    """The recipe compressing the user's model on their data; see :func:`slimformer.autorecipe.new_recipe`."""
+    return _new_recipe(**kwargs)
+
+
+def write_recipe(raw: dict[str, Any], path: PathLike) -> Path:
+    """Write a raw recipe as YAML (atomically), after checking it parses (:func:`~slimformer.recipe.parse_recipe`).
+
+    Raises:
+        ConfigError: the recipe does not validate (nothing is written then).
+    """
+    parse_recipe(raw, str(path))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    return out
+
+
 def compress(
     recipe: PathLike | Recipe,
     *,
@@ -103,7 +127,7 @@ def compress(
             impossible budget (raised by the ``search`` stage; earlier stages and the search store are kept);
             ``rerun_from`` names no stage.
     """
-    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides, data_root=data_root)
     if budget is not None:
         try:
             rec = apply_budget(rec, LengthBudget(**budget))

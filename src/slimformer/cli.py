@@ -122,10 +122,15 @@ class Compress:
 
     @staticmethod
     def create(sub: Any) -> None:
-        p = sub.add_parser("compress", help="run a recipe: ordered stages into one run folder (resumes)")
-        p.add_argument("recipe", help="YAML recipe")
+        p = sub.add_parser(
+            "compress",
+            help="run a recipe (ordered stages into one run folder; resumes), or compress your model on your data "
+            "(--model DIR --train FILE ...: the recipe is written into the run folder, then run)",
+        )
+        p.add_argument("recipe", nargs="?", help="YAML recipe (omit with --model/--train)")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 stages.0.finetune.epochs=2")
         p.add_argument("--run-dir", help="run folder (default: runs/<recipe name>)")
+        _add_user_data(p)
         rerun = p.add_mutually_exclusive_group()
         rerun.add_argument("--restart", action="store_true", help="rerun every stage instead of resuming")
         rerun.add_argument("--rerun-from", metavar="STAGE", help="rerun this stage (name or index) and all later ones")
@@ -142,8 +147,21 @@ class Compress:
         from slimformer import api
 
         budget = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
+        recipe = args.recipe
+        if args.train is not None:
+            if args.recipe is not None and "=" not in args.recipe:
+                raise ConfigError("give either a recipe file or --model/--train, not both")
+            if args.recipe is not None:  # argparse put the first override in the recipe slot
+                args.overrides = [args.recipe, *args.overrides]
+            raw = api.new_recipe(**_user_data(args), max_loss=args.max_loss if args.max_loss is not None else 1.0)
+            run_dir = Path(args.run_dir or Path("runs") / raw["name"])
+            recipe = api.write_recipe(raw, run_dir / "recipe.yaml")
+            args.run_dir = str(run_dir)
+            print(f"recipe: {recipe} (edit and rerun with: slimformer compress {recipe} --run-dir {run_dir})")
+        elif recipe is None:
+            raise ConfigError("give a recipe file, or --model DIR --train FILE (your model and data)")
         ctx = api.compress(
-            args.recipe,
+            recipe,
             overrides=args.overrides,
             run_dir=args.run_dir,
             data_root=args.data_root,
@@ -199,7 +217,107 @@ class Benchmark:
         print(Path(res["report_md"]).read_text(encoding="utf-8"))
 
 
-SUBCOMMANDS = (Finetune, Evaluate, Compress, Export, Benchmark)
+def _add_user_data(p: argparse.ArgumentParser) -> None:
+    """Options describing the user's model and data (``compress --model ... --train ...``, ``recipe new``)."""
+    g = p.add_argument_group("your model and data (instead of a recipe)")
+    g.add_argument("--model", help="your fine-tuned Hugging Face folder (task head), or a base encoder (minilm-l6)")
+    g.add_argument("--train", help="training file: CSV, TSV, JSON, JSONL, Parquet, or a datasets folder")
+    g.add_argument("--eval", help="eval file (default: a seeded, stratified 10%% hold-out of --train)")
+    g.add_argument("--test", help="labelled test file, reported on (optional)")
+    g.add_argument("--text-column", default="text", help="text column (QA: the question column); default: text")
+    g.add_argument("--text-pair-column", help="second text column of a pair task")
+    g.add_argument("--label-column", default="label", help="label column; default: label")
+    g.add_argument("--kind", choices=["classification", "regression", "qa"], default="classification")
+    g.add_argument("--task-name", help="name of the task and the run (default: the training file's folder)")
+    g.add_argument("--main-metric", help="metric of --max-loss (default: accuracy / spearman / f1)")
+
+
+def _user_data(args: argparse.Namespace) -> dict[str, Any]:
+    from slimformer.tasks.userdata import DataFiles
+
+    if not args.model:
+        raise ConfigError("--train needs --model (your fine-tuned folder, or a base encoder such as minilm-l6)")
+    files = DataFiles(
+        train=args.train,
+        eval=args.eval,
+        test=args.test,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        kind=args.kind,
+    )
+    return {"model": args.model, "files": files, "name": args.task_name, "main_metric": args.main_metric}
+
+
+class RecipeNew:
+    """``slimformer recipe new --model DIR --train FILE ... --out recipe.yaml``: write the recipe, do not run it."""
+
+    @staticmethod
+    def create(sub: Any) -> None:
+        p = sub.add_parser("recipe", help="write the recipe `compress --model/--train` would run")
+        p.add_argument("action", choices=["new"], help="new: write a recipe for your model and data")
+        p.add_argument("--out", required=True, help="recipe file to write (refused if it exists)")
+        p.add_argument("--max-loss", type=float, default=1.0, help="largest loss against the teacher (points)")
+        _add_user_data(p)
+        p.set_defaults(command=RecipeNew.run)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> None:
+        from slimformer import api
+
+        if args.train is None:
+            raise ConfigError("recipe new needs --model and --train")
+        if Path(args.out).exists():
+            raise ConfigError(f"{args.out}: exists; choose another --out (nothing was written)")
+        path = api.write_recipe(api.new_recipe(**_user_data(args), max_loss=args.max_loss), args.out)
+        print(f"recipe: {path}")
+
+
+class Predict:
+    """``slimformer predict FOLDER --input texts.jsonl --output preds.jsonl``: raw texts in, predictions out."""
+
+    @staticmethod
+    def create(sub: Any) -> None:
+        p = sub.add_parser("predict", help="predict raw texts with an export folder (ONNX Runtime) or a model folder")
+        p.add_argument("folder", help="export folder (model.int8.onnx / model.onnx) or model folder")
+        p.add_argument(
+            "--input",
+            required=True,
+            help='JSONL: one {"text": ...} (+ "text_pair"; QA: "question", "context") or a JSON string per line',
+        )
+        p.add_argument("--output", required=True, help="JSONL to write, one prediction per input line")
+        p.add_argument("--runtime", choices=["int8", "fp32", "pytorch"], help="default: int8 if exported")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--threads", type=int)
+        p.set_defaults(command=Predict.run)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> None:
+        import json
+
+        from slimformer.io import atomic_write_text
+        from slimformer.serving import pipeline
+
+        src, out = Path(args.input), Path(args.output)
+        if not src.is_file():
+            raise ConfigError(f"{src}: input file not found")
+        if out.resolve() == src.resolve():
+            raise ConfigError(f"{out}: the output would overwrite the input")
+        items = []
+        for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError as e:
+                raise ConfigError(f"{src}:{n}: not JSON ({e.msg})") from None
+        pipe = pipeline(args.folder, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size)
+        preds = pipe(items)
+        atomic_write_text(out, "".join(json.dumps(p) + "\n" for p in preds))
+        print(f"{len(preds)} predictions -> {out}")
+
+
+SUBCOMMANDS = (Finetune, Evaluate, Compress, Export, Benchmark, RecipeNew, Predict)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

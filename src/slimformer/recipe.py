@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slimformer.config import StageConfig, identity_dump, run_control_fields
+from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, read_json
 from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
@@ -73,7 +73,7 @@ class Recipe(BaseModel):
 _TASK_KEYS = {"name", "files", "labels", "main_metric", "max_seq_length"}
 
 
-def _describe_user_task(task: dict[str, Any], model: str, source: str) -> str:
+def _describe_user_task(task: dict[str, Any], model: str, source: str, data_root: str | None = None) -> str:
     """Register the user task a recipe's ``task:`` mapping describes; returns its name.
 
     Labels come from ``labels:``, else from the teacher's ``id2label`` when ``model`` is a fine-tuned folder with
@@ -90,6 +90,7 @@ def _describe_user_task(task: dict[str, Any], model: str, source: str) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.name: expected the task's name (e.g. banking77), got {name!r}")
     files = DataFiles.from_dict(task.get("files"), f"{where}.files")
+    files = files.resolved(lambda p: str(resolve_data_path(p, data_root)))
     labels = task.get("labels")
     if labels is None:
         head = task_head(model) if Path(str(model)).expanduser().is_dir() else None
@@ -127,8 +128,10 @@ def _format_validation(prefix: str, err: ValidationError) -> str:
     return f"{prefix}{sep + loc if loc else ''}: {msg} (got {first.get('input')!r})"
 
 
-def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
+def parse_recipe(raw: Any, source: str = "<recipe>", *, data_root: str | None = None) -> Recipe:
     """Validate parsed YAML into a :class:`Recipe`.
+
+    ``data_root`` resolves the relative file paths of a ``task:`` mapping (default ``$SLIMFORMER_DATA``).
 
     Raises:
         ConfigError: not a mapping, unknown stage, unknown key, bad value; the message names ``source`` and the key.
@@ -141,7 +144,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
         raise ConfigError(f"{source}: 'stages' must be a non-empty list of {{stage_name: {{...}}}} entries")
     description = raw.get("task") if isinstance(raw.get("task"), dict) else None
     if description is not None:
-        raw["task"] = _describe_user_task(description, str(raw.get("model", "minilm-l6")), source)
+        raw["task"] = _describe_user_task(description, str(raw.get("model", "minilm-l6")), source, data_root)
         raw.setdefault("data", str(description.get("files", {}).get("train", "")))
     try:
         recipe = Recipe(**raw)
@@ -173,7 +176,9 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+def load_recipe(
+    path: str | os.PathLike[str], overrides: list[str] | None = None, *, data_root: str | None = None
+) -> Recipe:
     """Read a YAML recipe (:func:`slimformer.yamlio.load_yaml_file`: safe tags, bounded work) and apply overrides.
 
     Overrides address top-level keys (``seed=1``) or stage options by index (``stages.0.finetune.epochs=2``);
@@ -188,7 +193,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None
     raw = load_yaml_file(p)  # one-line ConfigError for invalid YAML, alias bombs, deep nesting, duplicate keys
     for ov in overrides or []:
         _apply_override(raw, ov, str(p))
-    return parse_recipe(raw, str(p))
+    return parse_recipe(raw, str(p), data_root=data_root)
 
 
 def _apply_override(raw: Any, override: str, source: str) -> None:

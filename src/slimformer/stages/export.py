@@ -83,7 +83,7 @@ def export_model(
         export_length_onnx(loaded.model, fp32, length_config, opset=config.opset, atol=config.atol)
         diff = validate_length_outputs(loaded.model, fp32, [length_config], atol=config.atol)
         save_length_config(length_config, out_dir)
-    loaded.tokenizer.save_pretrained(out_dir)
+    _save_serving_files(loaded, out_dir)
     meta = loaded.meta
     meta.applied.append({"stage": "export", **config.model_dump(mode="json"), "max_abs_diff": diff})
     atomic_write_json(out_dir / META_FILE, asdict(meta))
@@ -108,7 +108,7 @@ def _export_quantized(loaded: Any, config: ExportConfig, out_dir: Path, summary:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = export_onnx(loaded.model, out_dir / INT8_FILE, opset=config.opset, atol=config.qat_atol)
     diff = validate_outputs(loaded.model, path, atol=config.qat_atol)
-    loaded.tokenizer.save_pretrained(out_dir)
+    _save_serving_files(loaded, out_dir)
     meta = loaded.meta
     meta.applied.append(
         {"stage": "export", **config.model_dump(mode="json"), "max_abs_diff": diff, "quantization": summary}
@@ -121,6 +121,17 @@ def _export_quantized(loaded: Any, config: ExportConfig, out_dir: Path, summary:
         "size_mb": file_size_mb(path),
         "quantization": summary,
     }
+
+
+def _save_serving_files(loaded: Any, out_dir: Path) -> None:
+    """The tokenizer and the Hugging Face ``config.json`` (architecture, ``id2label`` / ``label2id``) beside the
+    graphs, so ``slimformer.pipeline``, Optimum's ``ORTModelFor*`` and ``transformers.pipeline`` load the folder."""
+    loaded.tokenizer.save_pretrained(out_dir)
+    config = loaded.model.hf.config
+    if loaded.meta.labels and config.num_labels == len(loaded.meta.labels):
+        config.id2label = dict(enumerate(loaded.meta.labels))
+        config.label2id = {name: i for i, name in enumerate(loaded.meta.labels)}
+    config.save_pretrained(out_dir)
 
 
 @register_stage("export", ExportConfig)

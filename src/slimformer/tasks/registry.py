@@ -243,17 +243,15 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Register a task described by user data under its name (idempotent for the same description).
+    """Register a task described by user data under its name (a later description of the same name replaces it).
 
     Raises:
-        ConfigError: the name is a preset's, or another description is registered under it.
+        ConfigError: the name is a preset's.
     """
     key = _normalise(spec.name)
     known = TASKS.get(key)
     if known is not None and known.files is None:
         raise ConfigError(f"task name {spec.name!r} is a preset; give the user task another name")
-    if known is not None and task_to_dict(known) != task_to_dict(spec):
-        raise ConfigError(f"task {spec.name!r} is already registered with another description")
     TASKS[key] = spec
     return spec
 

@@ -96,6 +96,15 @@ class DataFiles:
             raise ConfigError(f"{source}: missing key 'train' (the training file)")
         return cls(**d)
 
+    def resolved(self, resolve: Any) -> DataFiles:
+        """A copy with ``train`` / ``eval`` / ``test`` mapped through ``resolve`` (e.g. against the data root)."""
+        return replace(
+            self,
+            train=resolve(self.train),
+            eval=None if self.eval is None else resolve(self.eval),
+            test=None if self.test is None else resolve(self.test),
+        )
+
     @property
     def eval_name(self) -> str:
         """How the eval split was made, for the run's records."""
@@ -116,6 +125,8 @@ def _load_rows(path_str: str, split: str | None = None) -> tuple[list[dict[str, 
     """
     import datasets
 
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     path = Path(path_str).expanduser()
     where = str(path) if split is None else f"{path} [{split}]"
     if _is_dataset_dir(path):
@@ -234,7 +245,7 @@ def _holdout(examples: list[Any], files: DataFiles, key: Any) -> tuple[list[int]
         idx = groups[k]
         if len(idx) < 2:
             continue  # a class seen once stays in train
-        n = min(len(idx) - 1, max(1, round(files.holdout * len(idx))))
+        n = min(len(idx) - 1, max(1, int(files.holdout * len(idx) + 0.5)))  # rounded half up
         dev += rng.sample(idx, n)
     dev_set = set(dev)
     return [i for i in range(len(examples)) if i not in dev_set], sorted(dev)
@@ -248,15 +259,15 @@ def read_user_split(spec: TaskSpec, split: str) -> list[Example]:
             not in the task's label set, mixed label types, a non-numeric regression target, an empty file.
     """
     files = _files(spec)
-    src = _split_source(files, split)
-    if src is None or split == "train":  # the hold-out comes out of the training file
+    held_out = _split_source(files, "dev") is None  # the eval split is a hold-out of the training file
+    if split == "train" or (split == "dev" and held_out):
         rows, cols, where = _load_rows(*_split_source(files, "train"))  # type: ignore[misc]
         examples = _rows_to_examples(files, rows, cols, where, "train")
-        if src is None:
+        if held_out:
             tr, dv = _holdout(examples, files, key=lambda e: e.label if spec.kind == "classification" else 0)
             examples = [examples[i] for i in (dv if split == "dev" else tr)]
     else:
-        rows, cols, where = _load_rows(*src)
+        rows, cols, where = _load_rows(*_split_source(files, split))  # type: ignore[misc]
         examples = _rows_to_examples(files, rows, cols, where, split)
     if spec.labels is not None:
         for ex in examples:
@@ -304,14 +315,14 @@ def read_user_qa(spec: TaskSpec, split: str) -> list[QAExample]:
         DataError: missing file or column, an answer whose text is not at its ``answer_start``.
     """
     files = _files(spec)
-    src = _split_source(files, split)
-    if src is None or split == "train":
+    held_out = _split_source(files, "dev") is None
+    if split == "train" or (split == "dev" and held_out):
         examples = _qa_rows(files, *_split_source(files, "train"), "train")  # type: ignore[misc]
-        if src is None:
+        if held_out:
             tr, dv = _holdout(examples, files, key=lambda e: 0)
             examples = [examples[i] for i in (dv if split == "dev" else tr)]
         return examples
-    return _qa_rows(files, src[0], src[1], split)
+    return _qa_rows(files, *_split_source(files, split), split)  # type: ignore[misc]
 
 
 def _files(spec: TaskSpec) -> DataFiles:
@@ -383,6 +394,8 @@ def describe_task(
     else:
         metrics, main = user_metrics(files.kind, 0)
         spec = replace(probe, metrics=metrics, main_metric=main)
+        # read the training file now: a bad column or a non-numeric target fails before any stage runs
+        read_user_qa(spec, "train") if files.kind == "qa" else read_user_split(spec, "train")
     if main_metric is not None:
         if main_metric not in spec.metrics:
             raise ConfigError(f"main metric {main_metric!r} is not one of {list(spec.metrics)} for a {files.kind} task")
