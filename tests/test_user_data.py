@@ -306,13 +306,42 @@ def test_one_command_writes_its_recipe_and_runs(tmp_path: Path, tiny_tokenizer, 
         ]
     )
     assert code == 0
-    recipe = (run / "recipe.yaml").read_text()
+    recipe = (run / "half-depth" / "recipe.yaml").read_text()
     assert "teacher: {}" in recipe and "loss_reference: teacher" in recipe and "student_layers:" in recipe
-    state = json.loads((run / "state.json").read_text())
+    assert json.loads((run / "variants.json").read_text())["chosen"] == "half-depth"
+    state = json.loads((run / "half-depth" / "state.json").read_text())
     assert [s["name"] for s in state["stages"]] == ["teacher", "distill", "search", "export", "length_benchmark"]
     export = Path(state["stages"][3]["outputs"]["export_dir"])
     config = json.loads((export / "config.json").read_text())
     assert config["id2label"] == {str(i): n for i, n in enumerate(sorted(LABELS))}
+
+
+def test_variants_fall_back_in_order_and_never_claim_an_unmet_loss(tmp_path, tiny_tokenizer, monkeypatch) -> None:
+    from slimformer import api
+
+    teacher = _hf_teacher(tmp_path, tiny_tokenizer)
+    files = DataFiles(train=str(_write(tmp_path / "train.csv", _rows(1200))), label_column="category")
+    ran: list[str] = []
+
+    def fake(recipe, *, run_dir, **_):
+        ran.append(Path(run_dir).name)
+        if Path(run_dir).name != "teacher-depth":
+            raise ConfigError("no point reaches metric 0.9 (reference 0.91 - max loss 0.01); the best available is 0.8")
+        return api.RunContext(run_dir=Path(run_dir), recipe=None, history=[("search", {"selected": {"metric": 0.91}})])
+
+    monkeypatch.setattr(api, "compress", fake)
+    ctx = api.compress_user(model=str(teacher), files=files, max_loss=1.0, run_dir=tmp_path / "run", log=lambda s: None)
+    assert ran == ["half-depth", "two-thirds-depth", "teacher-depth"] and ctx.run_dir.name == "teacher-depth"
+    record = json.loads((tmp_path / "run" / "variants.json").read_text())
+    assert [t["met_max_loss"] for t in record["tried"]] == [False, False, True] and record["chosen"] == "teacher-depth"
+    assert "distill" not in (tmp_path / "run" / "teacher-depth" / "recipe.yaml").read_text()
+
+    def never(recipe, *, run_dir, **_):
+        raise ConfigError("no point reaches metric 0.9 (reference 0.91 - max loss 0.01); the best available is 0.8")
+
+    monkeypatch.setattr(api, "compress", never)
+    with pytest.raises(ConfigError, match="no variant met --max-loss 1.0"):
+        api.compress_user(model=str(teacher), files=files, run_dir=tmp_path / "run2", log=lambda s: None)
 
 
 def test_recipe_new_writes_without_running(tmp_path: Path, tiny_tokenizer) -> None:

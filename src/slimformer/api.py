@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from slimformer.autorecipe import new_recipe as _new_recipe
 from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
-from slimformer.io import atomic_write_text
+from slimformer.io import atomic_write_json, atomic_write_text
 from slimformer.models import LoadedModel
 from slimformer.recipe import Recipe, load_recipe, parse_recipe, run_recipe
 from slimformer.stages import RunContext
@@ -40,6 +40,7 @@ __all__ = [
     "model_meta",
     "new_recipe",
     "write_recipe",
+    "compress_user",
     "FinetuneConfig",
     "EvaluateConfig",
     "ExportConfig",
@@ -100,6 +101,62 @@ def write_recipe(raw: dict[str, Any], path: PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     return out
+
+
+def compress_user(
+    *,
+    model: str,
+    files: Any,
+    name: str | None = None,
+    main_metric: str | None = None,
+    max_loss: float = 1.0,
+    run_dir: PathLike | None = None,
+    data_root: str | None = None,
+    overrides: list[str] | None = None,
+    variants: tuple[str, ...] | None = None,
+    log: Any = print,
+) -> RunContext:
+    """Compress the user's model on their data with the one-command recipe, falling back in a stated order.
+
+    Each variant of :data:`slimformer.autorecipe.VARIANTS` (half-depth student, two-thirds-depth student, the
+    teacher's own depth) is a recipe written to ``<run_dir>/<variant>/recipe.yaml`` and run there. When its search
+    finds no configuration within ``max_loss`` of the teacher (on held-out training data), the next is tried;
+    ``<run_dir>/variants.json`` records what was tried and what each reached. A pick outside the asked loss is never
+    reported as within it.
+
+    Returns:
+        The :class:`RunContext` of the first variant that met ``max_loss``.
+
+    Raises:
+        ConfigError: bad data or model; no variant met ``max_loss`` (names what each reached).
+    """
+    from slimformer.autorecipe import VARIANTS
+
+    tried: list[dict[str, Any]] = []
+    root: Path | None = None
+    for variant in variants or VARIANTS:
+        raw = _new_recipe(
+            model=model, files=files, name=name, main_metric=main_metric, max_loss=max_loss, variant=variant
+        )
+        root = Path(run_dir) if run_dir is not None else Path("runs") / raw["name"].rsplit("-", 1)[0]
+        folder = root / variant
+        recipe = write_recipe(raw, folder / "recipe.yaml")
+        log(f"[{variant}] recipe: {recipe} (edit and rerun: slimformer compress {recipe} --run-dir {folder})")
+        try:
+            ctx = compress(recipe, overrides=overrides, run_dir=folder, data_root=data_root)
+        except ConfigError as e:
+            if "no point reaches metric" not in str(e):
+                raise
+            tried.append({"variant": variant, "run_dir": str(folder), "met_max_loss": False, "reason": str(e)})
+            atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried})
+            log(f"[{variant}] not within --max-loss {max_loss}: {e}; trying the next variant")
+            continue
+        selected = (ctx.output_of("search") or {}).get("selected", {})
+        tried.append({"variant": variant, "run_dir": str(folder), "met_max_loss": True, "selected": selected})
+        atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried, "chosen": variant})
+        return ctx
+    summary = "; ".join(f"{t['variant']}: {t['reason']}" for t in tried)
+    raise ConfigError(f"no variant met --max-loss {max_loss} ({summary})")
 
 
 def compress(

@@ -24,7 +24,7 @@ from slimformer.errors import ConfigError
 from slimformer.stages.teacher import task_head
 from slimformer.tasks.userdata import DataFiles, describe_task, read_user_qa, read_user_split
 
-__all__ = ["new_recipe", "student_layers", "sequence_length"]
+__all__ = ["new_recipe", "student_layers", "sequence_length", "VARIANTS", "variant_layers"]
 
 
 def student_layers(depth: int) -> list[int]:
@@ -36,6 +36,28 @@ def student_layers(depth: int) -> list[int]:
         return list(range(depth))
     k = max(2, depth // 2)
     return sorted({round(i * (depth - 1) / (k - 1)) for i in range(k)})
+
+
+#: What the one command tries, in order, until a pick is within ``--max-loss`` of the teacher: a student of half the
+#: teacher's depth, one of two thirds, then the teacher's own depth (no distillation: the length search and int8 on
+#: the teacher itself; its full-length configuration is the teacher, so the loss can always be met).
+VARIANTS = ("half-depth", "two-thirds-depth", "teacher-depth")
+
+
+def variant_layers(variant: str, depth: int) -> list[int] | None:
+    """The student layers of a :data:`VARIANTS` entry (None: no distillation, the teacher itself).
+
+    Raises:
+        ConfigError: an unknown variant.
+    """
+    if variant == "half-depth":
+        return student_layers(depth)
+    if variant == "two-thirds-depth":
+        k = max(1, round(2 * depth / 3))
+        return sorted({round(i * (depth - 1) / (k - 1)) for i in range(k)}) if k > 1 else [depth - 1]
+    if variant == "teacher-depth":
+        return None
+    raise ConfigError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
 
 
 def sequence_length(token_counts: list[int], *, cap: int = 512) -> int:
@@ -67,6 +89,7 @@ def new_recipe(
     max_loss: float = 1.0,
     seed: int = 42,
     search_examples: int = 1000,
+    variant: str = "half-depth",
 ) -> dict[str, Any]:
     """The raw recipe (YAML-ready) compressing ``model`` on the data ``files`` describes.
 
@@ -77,6 +100,7 @@ def new_recipe(
         main_metric: the metric ``--max-loss`` is measured in (default: accuracy / Spearman / F1).
         max_loss: the largest loss against the teacher on held-out training data, in metric points.
         search_examples: training examples held out for the search (the distillation uses the rest).
+        variant: which student (:data:`VARIANTS`); ``teacher-depth`` searches the teacher itself.
 
     Raises:
         ConfigError: too few training examples for a search split; a bad column or file (DataError).
@@ -117,36 +141,43 @@ def new_recipe(
     if main_metric:
         task["main_metric"] = main_metric
     first = {"teacher": {}} if head is not None else {"finetune": {"epochs": 3, "max_seq_length": msl}}
+    layers = variant_layers(variant, depth)
+    distill = {
+        "distill": {
+            "student_layers": layers,
+            "epochs": 3,
+            "max_train_examples": distill_examples,
+            "learning_rate": 1e-4,
+            "batch_size": 32,
+            "warmup_ratio": 0.06,
+            "max_seq_length": msl,
+            "save_steps": max(50, steps_per_epoch),
+        }
+    }
+    student = f"{len(layers)}-layer distilled student" if layers else "the teacher itself"
     return {
-        "name": task_name,
-        "description": f"{model} -> {len(student_layers(depth))}-layer distilled student -> length search "
+        "name": f"{task_name}-{variant}",
+        "description": f"{model} -> {student} -> length search "
         f"(within {max_loss} {spec.main_metric} points of the teacher on held-out training data) -> int8 ONNX Runtime",
         "task": task,
         "model": str(model),
         "seed": seed,
         "stages": [
             first,
-            {
-                "distill": {
-                    "student_layers": student_layers(depth),
-                    "epochs": 3,
-                    "max_train_examples": distill_examples,
-                    "learning_rate": 1e-4,
-                    "batch_size": 32,
-                    "warmup_ratio": 0.06,
-                    "max_seq_length": msl,
-                    "save_steps": max(50, steps_per_epoch),
-                }
-            },
+            *([distill] if layers else []),
             {
                 "search": {
                     "cost": "flops",
                     "seq_len": msl,
                     "gene_form": "ratios",
                     "search_examples": n_search,
-                    "loss_reference": "teacher",
+                    "loss_reference": "teacher" if layers else "full",  # teacher-depth: the full model is the teacher
                     "max_loss": max_loss,
                     "int8": "dynamic",
+                    "population": 10,  # ~130 configurations (recipes/quala-sst2-truncation.yaml's budget)
+                    "mutation_size": 10,
+                    "crossover_size": 10,
+                    "iterations": 6,
                 }
             },
             {"export": {"int8": "dynamic"}},

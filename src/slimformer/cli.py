@@ -153,12 +153,21 @@ class Compress:
                 raise ConfigError("give either a recipe file or --model/--train, not both")
             if args.recipe is not None:  # argparse put the first override in the recipe slot
                 args.overrides = [args.recipe, *args.overrides]
-            raw = api.new_recipe(**_user_data(args), max_loss=args.max_loss if args.max_loss is not None else 1.0)
-            run_dir = Path(args.run_dir or Path("runs") / raw["name"])
-            recipe = api.write_recipe(raw, run_dir / "recipe.yaml")
-            args.run_dir = str(run_dir)
-            print(f"recipe: {recipe} (edit and rerun with: slimformer compress {recipe} --run-dir {run_dir})")
-        elif recipe is None:
+            if args.budget_ms is not None or args.max_flops is not None:
+                raise ConfigError(
+                    "--model/--train picks by --max-loss (against your teacher); write the recipe with "
+                    "`slimformer recipe new` and compress it with --budget-ms / --max-flops instead"
+                )
+            ctx = api.compress_user(
+                **_user_data(args),
+                max_loss=args.max_loss if args.max_loss is not None else 1.0,
+                run_dir=args.run_dir,
+                data_root=args.data_root,
+                overrides=args.overrides,
+            )
+            _report(ctx)
+            return
+        if recipe is None:
             raise ConfigError("give a recipe file, or --model DIR --train FILE (your model and data)")
         ctx = api.compress(
             recipe,
@@ -169,10 +178,7 @@ class Compress:
             rerun_from=args.rerun_from,
             budget=budget or None,
         )
-        print(f"run folder: {ctx.run_dir}")
-        report = ctx.latest("report_md")
-        if report:
-            print(Path(report).read_text(encoding="utf-8"))
+        _report(ctx)
 
 
 class Export:
@@ -215,6 +221,13 @@ class Benchmark:
             args.target, config_from_args(BenchmarkConfig, args), data=args.data, data_root=args.data_root
         )
         print(Path(res["report_md"]).read_text(encoding="utf-8"))
+
+
+def _report(ctx: Any) -> None:
+    print(f"run folder: {ctx.run_dir}")
+    report = ctx.latest("report_md")
+    if report:
+        print(Path(report).read_text(encoding="utf-8"))
 
 
 def _add_user_data(p: argparse.ArgumentParser) -> None:
