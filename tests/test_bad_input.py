@@ -275,6 +275,42 @@ def test_resume_skips_and_deletes_partial_checkpoints(tmp_path: Path) -> None:
     assert last_checkpoint(only_partial) is None and not (only_partial / "checkpoint-1").exists()
 
 
+def test_finetune_resume_after_a_kill_during_a_checkpoint_write(assets: Path, tmp_path: Path, monkeypatch) -> None:
+    """An interrupted fine-tune left checkpoint-2; a kill then left checkpoint-3 half written: --resume uses 2."""
+    import shutil
+
+    from transformers import Trainer
+
+    import slimformer.stages.finetune as ft
+
+    shutil.copytree(assets / "SST-2", tmp_path / "SST-2")
+    out = tmp_path / "m"
+    argv = ["finetune", "--model", str(assets / "model"), "--task", "sst2", "--data", str(tmp_path / "SST-2")]
+    argv += ["--out", str(out), "--max-steps", "2", "--batch-size", "4", "--save-steps", "1"]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "save_model", interrupted)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    ckpt = tmp_path / "m.checkpoints"
+    assert (ckpt / "checkpoint-2" / "trainer_state.json").is_file()
+    partial = ckpt / "checkpoint-3"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")  # the kill came before the weights and trainer_state.json
+    seen = {}
+    original = Trainer.train
+
+    def spy(self, resume_from_checkpoint=None, **kw):
+        seen["resume"] = resume_from_checkpoint
+        return original(self, resume_from_checkpoint=resume_from_checkpoint, **kw)
+
+    monkeypatch.setattr(Trainer, "train", spy)
+    assert main([*argv, "--resume"]) == 0
+    assert str(seen["resume"]).endswith("checkpoint-2") and (out / "model.safetensors").is_file()
+
+
 # -- 11: temporaries of killed writers ------------------------------------------------------------------------------
 
 
