@@ -56,14 +56,16 @@ def finetune(
     *,
     data_root: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     **kwargs: Any,
 ) -> Any:
     """Fine-tune an encoder on a task; see :func:`slimformer.stages.finetune.finetune`.
 
     ``config`` may be omitted and given as keyword arguments (``finetune(task="sst2", data=..., out=...)``).
+    ``overwrite``: replace an existing ``out`` that is not a fine-tuned model folder (refused otherwise).
     """
     cfg = config or FinetuneConfig(**kwargs)
-    return _finetune(cfg, out, data_root=data_root, resume=resume)
+    return _finetune(cfg, out, data_root=data_root, resume=resume, overwrite=overwrite)
 
 
 def load(path: PathLike) -> LoadedModel:

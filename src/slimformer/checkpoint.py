@@ -236,6 +236,8 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """
     p = Path(path)
     if not p.is_dir():
+        if p.exists():
+            raise ModelLoadError(f"{p}: is a file, not a model folder (expected a folder written by slimformer)")
         raise ModelLoadError(f"{p}: no such model folder")
     check_checkpoint_dir(p)
     meta_path = p / META_FILE

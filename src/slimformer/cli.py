@@ -76,6 +76,7 @@ class Finetune:
         p = sub.add_parser("finetune", help="fine-tune an encoder on a task (Hugging Face Trainer)")
         p.add_argument("--out", required=True, help="model folder to write")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
+        p.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a fine-tuned model")
         add_config_args(p, FinetuneConfig)
         _add_common(p)
         p.set_defaults(command=Finetune.run)
@@ -85,7 +86,11 @@ class Finetune:
         from slimformer import api
 
         res = api.finetune(
-            config_from_args(FinetuneConfig, args), args.out, data_root=args.data_root, resume=args.resume
+            config_from_args(FinetuneConfig, args),
+            args.out,
+            data_root=args.data_root,
+            resume=args.resume,
+            overwrite=args.overwrite,
         )
         print(f"saved {res.model_dir}  metrics: {_fmt(res.metrics)}")
 
@@ -341,11 +346,19 @@ def _fmt(d: dict[str, Any]) -> str:
     return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``error: <prog>: <message>``, exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        text = " ".join(f"{self.prog}: {message}".split())
+        self.exit(2, f"error: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``slimformer`` argument parser with every subcommand."""
     from slimformer import __version__
 
-    parser = argparse.ArgumentParser(prog="slimformer", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="slimformer", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"slimformer {__version__}")
     sub = parser.add_subparsers(required=True, metavar="command")
     for cmd in SUBCOMMANDS:
@@ -353,13 +366,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; ``compress`` takes its ``key=value`` overrides before, between or after the options."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) is Compress.run and not any(a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run the subcommand; user errors -> ``error: ...`` on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point: run the subcommand; user errors -> ``error: ...`` on stderr and exit status 2.
+
+    Usage errors (an unknown option, a value of the wrong type) are one line too. An operating-system error on a
+    named file (permission denied, no space left, a file where a folder is expected) is a user error as well:
+    ``error: <file>: <reason>``, exit status 2.
+    """
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as e:  # --help, --version, usage errors (already printed)
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
         args.command(args)
     except SlimformerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

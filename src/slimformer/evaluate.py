@@ -13,9 +13,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from slimformer.errors import ConfigError, DataError
 from slimformer.tasks.data import MODEL_INPUTS, TaskData, compute_task_metrics
+from slimformer.tasks.registry import TaskSpec
 
-__all__ = ["Predictor", "pad_batch", "torch_predictor", "predict", "evaluate_predictor"]
+__all__ = [
+    "Predictor",
+    "pad_batch",
+    "torch_predictor",
+    "predict",
+    "evaluate_predictor",
+    "check_head_for_task",
+    "check_model_for_task",
+    "check_labelled",
+]
 
 #: A callable mapping a padded numpy batch ``{input_ids: (B, N), attention_mask: (B, N), ...}`` to
 #: numpy outputs (``logits`` ``(B, C)`` or ``start_logits``/``end_logits`` ``(B, N)``).
@@ -92,9 +103,62 @@ def predict(
     return result
 
 
+def check_head_for_task(head: str, num_labels: int | None, spec: TaskSpec, source: str) -> None:
+    """Refuse a model whose head cannot answer ``spec``'s task (checked before any data is read).
+
+    A QA task needs a ``qa`` head; a classification task a ``classification`` head with ``len(spec.labels)``
+    outputs; a regression task (STS-B) a ``classification`` head with 1 output. ``num_labels`` ``None``: unknown,
+    only the head kind is checked.
+
+    Raises:
+        ConfigError: names ``source``, the head, its outputs and what the task needs.
+    """
+    head = getattr(head, "value", head)
+    needs = {
+        "qa": "a qa head (start/end logits)",
+        "regression": "a classification head with 1 output (regression)",
+        "classification": f"a classification head with {spec.num_labels} labels",
+    }[spec.kind]
+    if spec.kind == "qa":
+        ok = head == "qa"
+    else:
+        ok = head == "classification" and (num_labels is None or num_labels == spec.num_labels)
+    if not ok:
+        has = f"a {head} head" + (f" with {num_labels} output(s)" if head == "classification" and num_labels else "")
+        raise ConfigError(f"{source}: the model has {has}; task {spec.name} ({spec.kind}) needs {needs}")
+
+
+def check_model_for_task(model: Any, spec: TaskSpec, source: str) -> None:
+    """:func:`check_head_for_task` for a :class:`~slimformer.models.SlimModel` (its head and ``config.num_labels``)."""
+    head = getattr(model.head, "value", model.head)
+    num_labels = model.config.num_labels if head == "classification" else None
+    check_head_for_task(head, num_labels, spec, source)
+
+
+def check_labelled(data: TaskData, source: str) -> None:
+    """Refuse scoring a split without gold labels (GLUE's test files are unlabelled).
+
+    Raises:
+        ConfigError: ``source`` (the file or split) has no labels; says which split to use instead.
+        DataError: the split has no examples.
+    """
+    if not data.features:
+        raise DataError(f"{source}: split {data.split!r} of task {data.spec.name} has no examples")
+    if data.spec.kind != "qa" and any("labels" not in f for f in data.features):
+        raise ConfigError(
+            f"{source}: split {data.split!r} of task {data.spec.name} has no labels (GLUE test files are "
+            f"unlabelled), so it cannot be scored; evaluate a labelled split such as dev"
+        )
+
+
 def evaluate_predictor(
     predictor: Predictor, data: TaskData, *, batch_size: int = 64, pad_token_id: int = 0, progress: bool = True
 ) -> dict[str, float]:
-    """Predict ``data`` with ``predictor`` and return the task's official metrics (see ``compute_task_metrics``)."""
+    """Predict ``data`` with ``predictor`` and return the task's official metrics (see ``compute_task_metrics``).
+
+    Raises:
+        ConfigError: the split has no labels (:func:`check_labelled`). DataError: it has no examples.
+    """
+    check_labelled(data, "evaluation data")
     outputs = predict(predictor, data.features, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
     return compute_task_metrics(data, outputs)

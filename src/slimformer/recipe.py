@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
 from slimformer.errors import ConfigError
-from slimformer.io import atomic_write_json, atomic_write_text, read_json
+from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
 from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
 from slimformer.stages.teacher import task_head
 from slimformer.tasks.userdata import DataFiles, describe_task
@@ -138,6 +138,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", *, data_root: str | None = 
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping with name, task, data and stages")
+    _check_keys(raw, source)
     raw = dict(raw)
     stages_raw = raw.pop("stages", None)
     if not isinstance(stages_raw, list) or not stages_raw:
@@ -162,9 +163,15 @@ def parse_recipe(raw: Any, source: str = "<recipe>", *, data_root: str | None = 
         ((name, kwargs),) = entry.items()
         if name not in STAGES:
             raise ConfigError(f"{where}: unknown stage {name!r}; expected one of {sorted(STAGES)}")
-        kwargs = dict(kwargs or {})
+        if kwargs is None:
+            kwargs = {}
         if not isinstance(kwargs, dict):
-            raise ConfigError(f"{where}.{name}: options must be a mapping")
+            raise ConfigError(
+                f"{where}.{name}: options must be a mapping {{option: value}} (or empty), got "
+                f"{type(kwargs).__name__} {_short(kwargs)}"
+            )
+        _check_keys(kwargs, f"{where}.{name}")
+        kwargs = dict(kwargs)
         spec = STAGES[name]
         for key in spec.inherits:
             kwargs.setdefault(key, top[key])
@@ -174,6 +181,19 @@ def parse_recipe(raw: Any, source: str = "<recipe>", *, data_root: str | None = 
             raise ConfigError(_format_validation(f"{where}.{name}", e)) from None
         recipe.stages.append((name, cfg))
     return recipe
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_keys(mapping: dict[Any, Any], where: str) -> None:
+    """Every key of a recipe mapping is a string (YAML also allows numbers, booleans, null, dates ... as keys)."""
+    for bad in mapping:
+        if isinstance(bad, str):
+            continue
+        raise ConfigError(f"{where}: key {_short(bad)} ({type(bad).__name__}) is not a string; expected option names")
 
 
 def load_recipe(
@@ -188,9 +208,9 @@ def load_recipe(
         ConfigError: missing file, invalid YAML, bad override, or any validation error of :func:`parse_recipe`.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: recipe file not found")
-    raw = load_yaml_file(p)  # one-line ConfigError for invalid YAML, alias bombs, deep nesting, duplicate keys
+    raw = load_yaml_file(p)  # one-line ConfigError: a folder, invalid YAML, alias bombs, deep nesting, duplicate keys
     for ov in overrides or []:
         _apply_override(raw, ov, str(p))
     return parse_recipe(raw, str(p), data_root=data_root)
@@ -261,6 +281,8 @@ def run_recipe(
     A stage is skipped when ``state.json`` records it as done with an identical config and every earlier
     stage was skipped too; otherwise it runs, and the record of later stages is dropped (they rerun).
     ``state.json`` is rewritten atomically after each stage, so an interruption loses at most the running stage.
+    ``recipe.resolved.yaml`` is written with it: both describe the stages done, and neither changes before a stage
+    has finished (a stage that refuses, e.g. an impossible budget, leaves the records of the run folder as they were).
 
     Args:
         restart: rerun every stage.
@@ -272,16 +294,24 @@ def run_recipe(
         The :class:`RunContext` with every stage's outputs.
 
     Raises:
-        ConfigError: ``rerun_from`` names no stage of the recipe.
+        ConfigError: ``rerun_from`` names no stage of the recipe; the run folder is a file or cannot be written;
+            its ``state.json`` is not readable (without ``restart``).
     """
     first_rerun = len(recipe.stages) if rerun_from is None else _stage_position(recipe, rerun_from)
-    rd = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
+    rd = check_output_path(run_dir or recipe.run_dir or Path("runs") / recipe.name, option="run folder")
     rd.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rd / "recipe.resolved.yaml", yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False))
-    state_path = rd / "state.json"
+    resolved_path, state_path = rd / "recipe.resolved.yaml", rd / "state.json"
+    resolved = yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False)
     done: list[dict[str, Any]] = []
     if state_path.is_file() and not restart:
-        done = read_json(state_path).get("stages", [])
+        done = _read_state(state_path)
+
+    def write_records(stages: list[dict[str, Any]]) -> None:
+        # The records change together, and only once a stage has finished (or a record is migrated): a stage that
+        # refuses to run (an impossible budget, bad data) leaves the run folder's records as they were.
+        atomic_write_text(resolved_path, resolved)
+        atomic_write_json(state_path, {"recipe": recipe.name, "stages": stages})
+
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
     resuming = True
     for i, (name, cfg) in enumerate(recipe.stages):
@@ -292,7 +322,7 @@ def run_recipe(
             resuming = False
         if (
             resuming
-            and prev
+            and isinstance(prev, dict)
             and prev.get("name") == name
             and prev.get("hash") in accepted
             and prev.get("status") == "done"
@@ -300,7 +330,7 @@ def run_recipe(
             ctx.record(name, prev.get("outputs", {}))
             if prev["hash"] != h:  # a legacy record: store today's identity, so run-control changes stay free
                 prev["hash"] = h
-                atomic_write_json(state_path, {"recipe": recipe.name, "stages": done})
+                write_records(done)
             log(f"[{i + 1}/{len(recipe.stages)}] {name}: done earlier, skipped (resume)")
             continue
         resuming = False
@@ -309,5 +339,25 @@ def run_recipe(
         outputs = STAGES[name].handler(ctx, cfg)
         ctx.record(name, outputs)
         done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
-        atomic_write_json(state_path, {"recipe": recipe.name, "stages": done})
+        write_records(done)
+    if not resolved_path.is_file():  # every stage was done earlier, by a run that wrote no resolved recipe
+        atomic_write_text(resolved_path, resolved)
     return ctx
+
+
+def _read_state(path: Path) -> list[dict[str, Any]]:
+    """The stage records of a run folder's ``state.json``.
+
+    Raises:
+        ConfigError: the file is not valid JSON or not ``{"stages": [...]}`` (it is left as it is).
+    """
+    try:
+        state = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{path}: not valid JSON ({' '.join(str(e).split())[:120]}); fix it, or rerun with --restart"
+        ) from None
+    stages = state.get("stages", []) if isinstance(state, dict) else None
+    if not isinstance(stages, list):
+        raise ConfigError(f"{path}: expected {{'recipe': ..., 'stages': [...]}}; fix it, or rerun with --restart")
+    return stages

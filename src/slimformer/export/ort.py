@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slimformer.errors import ModelLoadError
+
 __all__ = ["OrtModel", "require_onnxruntime", "GraphOptLevel"]
 
 GraphOptLevel = Literal["disable", "basic", "extended", "all"]
@@ -47,7 +49,8 @@ class OrtModel:
         graph_optimization_level: ONNX Runtime's graph optimizations at load time.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        ModelLoadError: ``path`` does not exist (also a ``FileNotFoundError``), is a folder, or ONNX Runtime cannot
+            load it (garbage, truncated or empty file; an op it does not know); one line naming the file.
         ValueError: ``graph_optimization_level`` is not one of ``disable|basic|extended|all``.
         ImportError: onnxruntime is not installed.
     """
@@ -65,7 +68,9 @@ class OrtModel:
         ort = require_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+            if self.path.is_dir():
+                raise ModelLoadError(f"{self.path}: is a folder; expected an ONNX model file (.onnx)")
+            raise _MissingOnnx(f"{self.path}: no such ONNX file")
         if graph_optimization_level not in _OPT_LEVELS:
             raise ValueError(
                 f"graph_optimization_level {graph_optimization_level!r}; expected one of {list(_OPT_LEVELS)}"
@@ -78,7 +83,16 @@ class OrtModel:
         so.inter_op_num_threads = inter_op_num_threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization_level])
-        self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        # errors only: ONNX Runtime's native warnings go straight to file descriptor 2 (e.g. "Initializer
+        # length_ratios appears in graph inputs" for every length-adaptive graph, by design); failures still raise
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidProtobuf, InvalidArgument, Fail ...: not loadable
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise ModelLoadError(
+                f"{self.path}: ONNX Runtime cannot load this file ({lines[0][:300]}); is it a complete .onnx export?"
+            ) from None
         self.input_names: tuple[str, ...] = tuple(i.name for i in self.session.get_inputs())
         self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
 
@@ -131,6 +145,10 @@ class OrtModel:
 
     def __repr__(self) -> str:
         return f"OrtModel({str(self.path)!r}, threads={self.intra_op_num_threads}, inputs={self.input_names})"
+
+
+class _MissingOnnx(ModelLoadError, FileNotFoundError):
+    """A missing ``.onnx`` file: a :class:`ModelLoadError` that is also a ``FileNotFoundError``."""
 
 
 def _as_int64(value: Any) -> np.ndarray:

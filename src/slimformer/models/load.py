@@ -9,6 +9,7 @@ weights, factorised embeddings), is :mod:`slimformer.checkpoint`'s job.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "LoadedModel",
     "resolve_model_path",
     "check_checkpoint_dir",
+    "check_no_remote_code",
     "read_config",
     "check_tokenizer_files",
     "load_tokenizer",
@@ -144,10 +146,12 @@ def check_checkpoint_dir(path: Path) -> None:
     """Check that ``path`` is a checkpoint folder with safetensors weights.
 
     Raises:
-        ModelLoadError: no ``config.json``, no ``*.safetensors``, or only pickle weights (refused: unsafe).
+        ModelLoadError: no ``config.json``, no ``*.safetensors``, or only pickle weights (refused: unsafe); custom
+            model code (:func:`check_no_remote_code`).
     """
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path}: no config.json; expected a Hugging Face checkpoint folder")
+    check_no_remote_code(path)
     if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
         return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
@@ -157,6 +161,44 @@ def check_checkpoint_dir(path: Path) -> None:
             "(convert with transformers' save_pretrained(safe_serialization=True) in a trusted environment)"
         )
     raise ModelLoadError(f"{path}: no model weights (expected model.safetensors)")
+
+
+#: Files of a checkpoint or export folder through which transformers would import code shipped with the folder.
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+
+
+def _json_object(file: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelLoadError(f"{file}: not valid JSON ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def check_no_remote_code(path: str | os.PathLike[str]) -> None:
+    """Refuse a local folder that asks for custom code (``auto_map`` in its config or tokenizer config).
+
+    transformers would import Python files shipped with the folder (``trust_remote_code``): slimformer never runs
+    them. Checked before transformers reads the folder, so it never prompts "Do you wish to run the custom code?".
+
+    Raises:
+        ModelLoadError: a config file of the folder is not a JSON object, or has ``auto_map`` (the file and the
+            classes it maps are named).
+    """
+    folder = Path(path)
+    for name in _CODE_CONFIGS:
+        file = folder / name
+        if not file.is_file():
+            continue
+        auto_map = _json_object(file).get("auto_map")
+        if auto_map:
+            what = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else repr(auto_map)[:80]
+            raise ModelLoadError(
+                f"{file}: auto_map ({what}) asks for custom model code shipped with the folder; slimformer never runs "
+                "such code (no trust_remote_code): use a BERT / RoBERTa / XLM-R checkpoint without auto_map"
+            )
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
@@ -205,13 +247,63 @@ def load_hf_model(path: str, head: HeadKind, *, quiet: bool = False, **kwargs: A
     """
     from transformers.utils import logging as hf_logging
 
+    if Path(path).is_dir():
+        check_weight_shapes(path, head, **kwargs)  # before transformers prints a load report and raises
     level = hf_logging.get_verbosity()
+    bar = hf_logging.is_progress_bar_enabled()
     if quiet:
         hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" on stderr: noise around a one-line error
     try:
         return _from_pretrained(path, head, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def check_weight_shapes(path: str | os.PathLike[str], head: HeadKind, **config_kwargs: Any) -> None:
+    """Refuse a local checkpoint whose tensors do not have the shapes its ``config.json`` (+ ``config_kwargs``) gives.
+
+    The architecture is built on the ``meta`` device (no memory) and compared with the shapes in the safetensors
+    headers (no tensor is read). Tensors whose names the model does not have (renamed or extra ones) are left to
+    transformers.
+
+    Raises:
+        ModelLoadError: a tensor's shape differs (names the tensor, both shapes and ``config.json``), or a
+            safetensors file cannot be read.
+    """
+    import torch
+    import transformers
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(path)
+    files = sorted(f for f in folder.glob("*.safetensors"))
+    if not files:
+        return
+    config = read_config(str(folder), True)
+    for key, value in config_kwargs.items():
+        setattr(config, key, value)
+    with torch.device("meta"):
+        model = getattr(transformers, AUTO_CLASS[head]).from_config(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    prefix = f"{model.base_model_prefix}."
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (OSError, SafetensorError, ValueError) as e:
+            problem = " ".join(str(e).split())[:200]
+            raise ModelLoadError(f"{file}: not a readable safetensors file ({problem})") from None
+        for key, shape in shapes.items():
+            name = key if key in expected else prefix + key if prefix + key in expected else None
+            if name is None and key.startswith(prefix) and key[len(prefix) :] in expected:
+                name = key[len(prefix) :]
+            if name is not None and expected[name] != shape:
+                raise ModelLoadError(
+                    f"{file}: tensor {key} has shape {list(shape)} but {folder / 'config.json'} gives "
+                    f"{list(expected[name])}; the weights do not belong to this config"
+                )
 
 
 def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
@@ -224,7 +316,7 @@ def _from_pretrained(path: str, head: HeadKind, **kwargs: Any) -> nn.Module:
         return cls.from_pretrained(
             path, use_safetensors=True, trust_remote_code=False, local_files_only=local, **kwargs
         )
-    except (OSError, ValueError, SafetensorError) as e:
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
         where = "folder" if local else "Hub id (network needed; offline use a local folder or an alias)"
         raise ModelLoadError(f"{path}: cannot load as {AUTO_CLASS[head]} from this {where}: {e}") from e
 
@@ -237,6 +329,14 @@ def read_config(path: str, local: bool) -> Any:
     """
     from transformers import AutoConfig
 
+    if local:
+        check_no_remote_code(path)
+        model_type = _json_object(Path(path) / "config.json").get("model_type")
+        if model_type not in SUPPORTED_ARCHITECTURES:
+            raise ModelLoadError(
+                f"{Path(path) / 'config.json'}: model_type {model_type!r} is not supported; "
+                f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
+            )
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
     except (OSError, ValueError) as e:
@@ -259,6 +359,8 @@ def load_tokenizer(path: str, local: bool) -> Any:
     """The fast tokenizer of ``path`` (no remote code). Raises ModelLoadError when it cannot be loaded."""
     from transformers import AutoTokenizer
 
+    if local:
+        check_no_remote_code(path)
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:

@@ -85,12 +85,17 @@ def load_teacher(path: str | Path, task: str) -> LoadedModel:
     """Load a fine-tuned teacher folder (:func:`load_model`) and check it was trained on ``task``.
 
     Raises:
-        ModelLoadError: not a slimformer model folder. ConfigError: the teacher's task is not ``task``, or the
-            folder holds a quantized model (a ``qat`` / ``sdq`` output).
+        ModelLoadError: not a slimformer model folder. ConfigError: the teacher's task is not ``task``, its head
+            does not fit the task (kind or number of labels), or the folder holds a quantized model (a ``qat`` /
+            ``sdq`` output).
     """
+    from slimformer.evaluate import check_model_for_task
+    from slimformer.tasks import get_task
+
     teacher = load_model(path)
     if teacher.meta.task is not None and teacher.meta.task != task:
         raise ConfigError(f"teacher {path} was fine-tuned on {teacher.meta.task!r}, not on task {task!r}")
+    check_model_for_task(teacher.model, get_task(task), f"teacher {path}")
     done = next((a["stage"] for a in teacher.meta.applied if a.get("stage") in quantized_stages()), None)
     if done is not None:
         raise ConfigError(f"teacher {path} is already quantized (stage {done!r}); give a full-precision teacher")

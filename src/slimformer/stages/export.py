@@ -19,14 +19,16 @@ from slimformer.bench.machine import file_size_mb
 from slimformer.checkpoint import load_model
 from slimformer.config import StageConfig
 from slimformer.errors import ConfigError
+from slimformer.evaluate import check_model_for_task
 from slimformer.export import FP32_FILE, INT8_FILE, export_onnx, validate_outputs
 from slimformer.export.length import export_length_onnx, validate_length_outputs
 from slimformer.export.qdq import quantization_summary
-from slimformer.io import atomic_write_json
+from slimformer.io import atomic_write_json, check_output_path
 from slimformer.length.config import load_length_config, save_length_config
 from slimformer.models import META_FILE
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.stages.quantize import QuantizeConfig, quantize_model
+from slimformer.tasks import TASKS
 
 __all__ = ["ExportConfig", "export_model"]
 
@@ -67,9 +69,15 @@ def export_model(
 
     Raises:
         ExportError: ONNX Runtime and PyTorch differ by more than ``config.atol`` (nothing is written then).
+        ConfigError: ``out`` is a file or cannot be written; the model's head does not fit the task its
+            ``slimformer.json`` names.
     """
-    loaded = load_model(model_dir)
     out_dir = Path(out) if out else Path(model_dir) / "onnx"
+    check_output_path(out_dir, kind="folder", option="export folder")
+    loaded = load_model(model_dir)
+    spec = TASKS.get(loaded.meta.task) if loaded.meta.task else None
+    if spec is not None:  # slimformer.json names the task the head was trained for: they must agree
+        check_model_for_task(loaded.model, spec, f"{model_dir} ({META_FILE}: task {spec.name})")
     summary = quantization_summary(loaded.model)
     if summary is not None:
         return _export_quantized(loaded, config, out_dir, summary)

@@ -17,8 +17,9 @@ from pydantic import Field
 
 from slimformer.checkpoint import load_pretrained, save_model
 from slimformer.config import PREVIOUS_MODEL, identity_dump, resolve_data_path
+from slimformer.errors import ConfigError
 from slimformer.evaluate import evaluate_predictor, torch_predictor
-from slimformer.io import atomic_write_json, read_json
+from slimformer.io import atomic_write_json, check_output_path, read_json
 from slimformer.models import META_FILE, HeadKind, ModelMeta
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks import get_task, task_to_dict
@@ -60,8 +61,39 @@ def _head_for(kind: str) -> HeadKind:
     return HeadKind.QA if kind == "qa" else HeadKind.CLASSIFICATION
 
 
+def check_out_folder(out: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, an ``out`` whose files saving the model would delete.
+
+    ``out`` may be missing, an empty folder, or a model folder an earlier fine-tune wrote (``slimformer.json``
+    records a ``finetune`` stage): saving replaces it as a whole. Any other folder is refused unless ``overwrite``.
+
+    Raises:
+        ConfigError: ``out`` is a file, lies under a file or in a folder that cannot be written, or is a folder of
+            other files and ``overwrite`` is not set.
+    """
+    check_output_path(out, kind="folder", option="--out")
+    if not out.is_dir() or overwrite or not any(out.iterdir()):
+        return
+    meta = out / META_FILE
+    try:
+        applied = read_json(meta).get("applied", []) if meta.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        applied = None
+    if isinstance(applied, list) and any(isinstance(a, dict) and a.get("stage") == "finetune" for a in applied):
+        return
+    raise ConfigError(
+        f"--out {out}: the folder exists and is not a model folder written by finetune; saving would delete its "
+        "files. Choose a new folder, or pass --overwrite to replace it"
+    )
+
+
 def finetune(
-    config: FinetuneConfig, out: str | os.PathLike[str], *, data_root: str | None = None, resume: bool = False
+    config: FinetuneConfig,
+    out: str | os.PathLike[str],
+    *,
+    data_root: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``config.model`` on ``config.task`` and save the model folder to ``out``.
 
@@ -71,18 +103,22 @@ def finetune(
             ``<out>.checkpoints`` and are removed after a successful save).
         data_root: root for relative data paths (default ``$SLIMFORMER_DATA``).
         resume: continue from the last checkpoint in ``<out>.checkpoints`` if there is one.
+        overwrite: replace an existing ``out`` folder even when it is not a fine-tuned model folder
+            (:func:`check_out_folder`).
 
     Returns:
         :class:`FinetuneResult` with the dev metrics (official metric; fractions for GLUE, points for SQuAD).
 
     Raises:
-        ConfigError, DataError, ModelLoadError: bad task / data / model (one-line messages).
+        ConfigError, DataError, ModelLoadError: bad task / data / model, an ``out`` that must not be replaced
+            (one-line messages, before any training).
     """
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     from slimformer.train.args import training_arguments
 
     out = Path(out)
+    check_out_folder(out, overwrite=overwrite)
     spec = get_task(config.task)
     data = resolve_data_path(config.data, data_root)
     if config.threads:

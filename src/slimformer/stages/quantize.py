@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from transformers import AutoTokenizer
 
 from slimformer.bench.machine import file_size_mb
 from slimformer.checkpoint import read_meta
@@ -18,6 +17,7 @@ from slimformer.evaluate import pad_batch
 from slimformer.export import INT8_FILE, Int8Config, quantize_int8
 from slimformer.io import atomic_write_json
 from slimformer.models import META_FILE, ModelMeta
+from slimformer.models.load import load_tokenizer
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks.data import load_train_features
 
@@ -57,7 +57,7 @@ def _calibration_batches(folder: Path, n: int, data_root: str | None) -> list[di
     """``n`` real training examples of the model's task, padded per batch of 32 (static int8 calibration)."""
     meta = _meta_of(folder)
     task, data, ft = training_data(meta)
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tok = load_tokenizer(str(folder), True)  # no remote code (auto_map is refused)
     feats = load_train_features(
         task,
         resolve_data_path(data, data_root),

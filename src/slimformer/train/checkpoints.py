@@ -8,6 +8,7 @@ position). The folder is removed once the model folder is written.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "CKPT_RECORD",
     "checkpoint_dir",
     "last_checkpoint",
+    "is_complete_checkpoint",
     "prepare_checkpoints",
     "remove_checkpoints",
     "resume_record",
@@ -36,12 +38,42 @@ def checkpoint_dir(out: str | Path) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
-def last_checkpoint(ckpt: Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` folder of ``ckpt``, or ``None``."""
-    from transformers.trainer_utils import get_last_checkpoint
+#: The Trainer writes ``trainer_state.json`` last (after weights, optimizer, scheduler and RNG states): a checkpoint
+#: folder without it, or without weights, is one a kill interrupted.
+_STATE_FILE = "trainer_state.json"
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
-    found = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    return Path(found) if found else None
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Whether a ``checkpoint-<step>`` folder was written to the end: ``trainer_state.json`` and a weights file."""
+    return (folder / _STATE_FILE).is_file() and any((folder / name).is_file() for name in _WEIGHT_FILES)
+
+
+def last_checkpoint(ckpt: Path) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder of ``ckpt``, or ``None``.
+
+    A checkpoint folder a kill interrupted (no ``trainer_state.json`` or no weights: :func:`is_complete_checkpoint`)
+    is deleted, so resuming continues from the newest complete one.
+    """
+    if not ckpt.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for entry in ckpt.iterdir():
+        m = _CHECKPOINT_NAME.match(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        if is_complete_checkpoint(entry):
+            found.append((int(m.group(1)), entry))
+        else:
+            print(f"{entry}: incomplete checkpoint (interrupted while it was written); removed")
+            shutil.rmtree(entry, ignore_errors=True)
+    return max(found)[1] if found else None
 
 
 def resume_record(config: BaseModel, **identity: Any) -> dict[str, Any]:
