@@ -46,6 +46,7 @@ CHAINS: dict[str, list[dict[str, Any]]] = {
         {"sdq": {**TRAIN, "weight_bits": 4}},
     ],
     "quala": [],  # tests/quala_helpers.py: finetune, distill, length, search, export (int8), length_benchmark
+    "teacher": [{"teacher": {"max_eval_examples": 8}}],  # a user's fine-tuned HF folder (task head, no slimformer.json)
 }
 MATRIX: dict[str, str] = {
     "embeddings": "plain",
@@ -60,6 +61,7 @@ MATRIX: dict[str, str] = {
     "length": "quala",
     "search": "quala",
     "length_benchmark": "quala",
+    "teacher": "teacher",
 }
 
 
@@ -78,7 +80,7 @@ def runs(
             model = tmp / "tiny-bert"
             from conftest import make_tiny_model
 
-            make_tiny_model("none").hf.save_pretrained(model)
+            make_tiny_model("classification" if chain == "teacher" else "none").hf.save_pretrained(model)
             tiny_tokenizer.save_pretrained(model)
             data = write_sst2(tmp, SST2_ROWS)
             raw = {"name": f"matrix-{chain}", "task": "sst2", "model": str(model), "data": str(data), "stages": stages}

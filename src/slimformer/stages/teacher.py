@@ -67,6 +67,8 @@ def task_head(folder: str | Path) -> tuple[HeadKind, dict[int, str]] | None:
     if head is None:
         return None
     id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    if not id2label and head is HeadKind.CLASSIFICATION:  # transformers omits the default names
+        id2label = {i: f"{_GENERIC}{i}" for i in range(int(config.get("num_labels") or 2))}
     return head, id2label
 
 
