@@ -26,7 +26,7 @@ from typing import Any
 
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
-from slimformer.length.config import LengthConfig
+from slimformer.length.config import gene_config
 from slimformer.length.pareto import (
     loss_points_to_metric_units,
     metric_scale_for_task,
@@ -38,23 +38,6 @@ __all__ = ["FRONT_FORMAT", "gene_config", "check_budget", "front_points", "refer
 
 FRONT_FORMAT = "slimformer.length-front"
 Gene = tuple[int, ...]
-
-
-def gene_config(gene: Sequence[int], form: str, seq_len: int) -> LengthConfig:
-    """The length configuration a search gene stands for.
-
-    ``form="lengths"`` (LAT): absolute per-layer lengths, ``l_i`` tokens at most on any input.
-    ``form="ratios"``: keep ratios ``l_i / seq_len``, so an input of ``n`` tokens keeps ``ceil(l_i · n / seq_len)``
-    (the same rows as the gene on a ``seq_len``-token input, proportionally fewer on shorter ones).
-
-    Raises:
-        ConfigError: an invalid gene or form.
-    """
-    if form == "lengths":
-        return LengthConfig.from_lengths(gene)
-    if form == "ratios":
-        return LengthConfig.from_ratios([min(v, seq_len) / seq_len for v in gene])
-    raise ConfigError(f"gene form must be 'lengths' or 'ratios', got {form!r}")
 
 
 def check_budget(budget: float, smallest_cost: float, smallest: Sequence[int], unit: str) -> None:
