@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
 from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
-from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config
+from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config, sandwich
 from slimformer.length.trainer import LengthDropTrainer, sandwich_loss
 from slimformer.recipe import parse_recipe, run_recipe
 
@@ -359,13 +360,12 @@ def test_trainer_layer_drop_default_by_depth(tmp_path, layers, given, used):
     model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=layers)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
     trainer = LengthDropTrainer(model=model, args=args, seq_len=16, layer_drop_prob=given)
-    assert trainer.layer_drop_prob == used
+    assert trainer.layer_drop_prob == trainer.sandwich_kwargs["layer_drop_prob"] == used
     model.train()
-    drops = set()
-    for step in range(40):  # the sampled sandwiches follow the resolved probability
-        trainer.state.global_step = step
-        trainer.compute_loss(model, _batch("classification"))
-        drops |= {s.layers is not None for s in trainer.last_sandwich[1:]}
+    trainer.compute_loss(model, _batch("classification"))  # what a step samples with
+    rng = random.Random(0)
+    draws = [sandwich(16, layers, rng, **trainer.sandwich_kwargs) for _ in range(40)]
+    drops = {s.layers is not None for subs in draws for s in subs[1:]}
     assert drops == ({False, True} if used > 0 else {False})
 
 
