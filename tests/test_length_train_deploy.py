@@ -90,6 +90,26 @@ def test_smallest_training_sub_model_keeps_what_the_smallest_searchable_configur
     assert trained == searched  # row by row, layer by layer
     # and it is not "every row keeps everything" (what absolute lengths of the longest row gave the short rows)
     assert any(trained[-1][b] < n for b, n in enumerate(REAL))
+    # the very configuration the graph is fed: ratios g_i / N
+    assert trainer.last_sandwich[1].config == deployed
+
+
+def test_the_exported_graph_runs_the_smallest_configuration_as_the_search_scores_it(tmp_path):
+    """The ONNX leg: the graph, fed the smallest searchable configuration, gives the search's logits on the batch."""
+    import numpy as np
+
+    from slimformer.export.length import export_length_onnx
+    from slimformer.export.length_ort import LengthOrtModel
+
+    layers = 3
+    model = make_tiny_model("classification", "bert", num_labels=2, num_hidden_layers=layers)
+    smallest = initial_population(0, num_layers=layers, max_length=N, min_length=2, length_drop_ratio=P)[1]
+    deployed = gene_config(smallest, "ratios", N)
+    path = export_length_onnx(model, tmp_path / "m.onnx", deployed)
+    batch = {k: v.numpy() for k, v in _batch().items() if k != "labels"}
+    with torch.no_grad():
+        ref = forward_with_config(model, **{k: torch.from_numpy(v) for k, v in batch.items()}, config=deployed)
+    np.testing.assert_allclose(LengthOrtModel(path, deployed)(batch)["logits"], ref.logits.numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("seed", range(5))
