@@ -90,6 +90,8 @@ def build_results(run_dir: Path, name: str, command: str, plot_dir: Path, recipe
         "rows": report["rows"],
         "front": report["front"],
         "lengthdrop_vs_truncation": report["lengthdrop_vs_truncation"],
+        "rank_correlation_search_dev": report.get("rank_correlation_search_dev"),  # reports before it: None
+        **({"intervals": front["intervals"]} if "intervals" in front else {}),
         "plots": plots,
     }
 

@@ -14,6 +14,7 @@ from conftest import _WORDS, make_tiny_model, write_sst2
 TRAIN = {"max_steps": 1, "batch_size": 8, "max_train_examples": 16, "logging_steps": 1}
 SEARCH = {
     "search_examples": 24,
+    "search_min_words": 0,  # every held-out row (the sst2 default keeps sentences of >= 10 words only)
     "gene_form": "ratios",  # as recipes/quala-sst2.yaml
     "population": 4,
     "mutation_size": 2,

@@ -1,4 +1,5 @@
-"""LengthDrop / LayerDrop / sandwich sampling (METHODS §1(b)): bounds, monotonicity, structure, reproducibility."""
+"""LengthDrop / LayerDrop / sandwich sampling (METHODS §1(b)): bounds, monotonicity, structure, reproducibility,
+the search's gene grid, and LayerDrop that fits the depth."""
 
 from __future__ import annotations
 
@@ -8,42 +9,52 @@ import random
 import pytest
 
 from slimformer.errors import ConfigError
-from slimformer.length import sample_layers, sample_lengths, sandwich, smallest_lengths
+from slimformer.length import (
+    LengthConfig,
+    default_layer_drop_prob,
+    sample_gene,
+    sample_layers,
+    sandwich,
+    smallest_gene,
+)
+from slimformer.length.config import gene_config
+from slimformer.length.genes import initial_population
 
 
-def test_smallest_is_the_deterministic_lower_bound():
+def test_smallest_is_the_deterministic_lower_bound_and_the_searchs_smallest_gene():
     # hand-computed: ceil(0.8 * 100) = 80, ceil(64.0) = 64, ceil(51.2) = 52, ceil(41.6) = 42, ceil(33.6) = 34,
     # ceil(27.2) = 28
-    assert smallest_lengths(100, 6, 0.2) == (80, 64, 52, 42, 34, 28)
+    assert smallest_gene(100, 6, 0.2) == (80, 64, 52, 42, 34, 28)
     # the floor of 2 (LAT's min_length): ceil(0.5 * 3) = 2, then max(ceil(1.0), 2) = 2
-    assert smallest_lengths(6, 4, 0.5) == (3, 2, 2, 2)
-    # a skipped layer (LayerDrop) keeps the previous length
-    assert smallest_lengths(100, 3, 0.2, runs=(True, False, True)) == (80, 80, 64)
+    assert smallest_gene(6, 4, 0.5) == (3, 2, 2, 2)
+    for n, layers, p, floor in [(128, 3, 0.3, 2), (384, 12, 0.2, 2), (16, 2, 0.3, 1), (100, 6, 0.2, 5)]:
+        searched = initial_population(0, num_layers=layers, max_length=n, min_length=floor, length_drop_ratio=p)[1]
+        assert smallest_gene(n, layers, p, min_length=floor) == searched
 
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9])
-def test_sampled_lengths_are_monotone_and_within_the_ratio_bound(p):
+def test_sampled_genes_are_monotone_and_within_the_ratio_bound(p):
     rng = random.Random(0)
     seen_low = seen_high = False
     for _ in range(500):
-        n = rng.randint(1, 300)
-        ls = sample_lengths(n, 6, p, rng)
+        n = rng.randint(2, 300)
+        gs = sample_gene(n, 6, p, rng)
         prev = n
-        for length in ls:
-            assert length <= prev
-            assert length >= min(max(math.ceil((1 - p) * prev), 2), prev)
-            seen_low |= length == max(math.ceil((1 - p) * prev), 2) and length < prev
-            seen_high |= length == prev
-            prev = length
+        for g in gs:
+            low = min(max(math.ceil(round((1 - p) * prev, 9)), 2), prev)
+            assert low <= g <= prev
+            seen_low |= g == low and g < prev
+            seen_high |= g == prev
+            prev = g
     assert seen_high
     assert seen_low or p == 0.0  # both ends of the inclusive range are reached
 
 
-def test_sampled_lengths_are_never_below_smallest():
+def test_sampled_genes_are_never_below_smallest():
     rng = random.Random(1)
-    smallest = smallest_lengths(128, 6, 0.2)
+    smallest = smallest_gene(128, 6, 0.2)
     for _ in range(200):
-        assert all(a >= b for a, b in zip(sample_lengths(128, 6, 0.2, rng), smallest))
+        assert all(a >= b for a, b in zip(sample_gene(128, 6, 0.2, rng), smallest))
 
 
 def test_layer_drop_frequency_and_extremes():
@@ -54,28 +65,58 @@ def test_layer_drop_frequency_and_extremes():
     assert sample_layers(6, 0.0, rng) == (True,) * 6
 
 
-def test_sandwich_structure():
+@pytest.mark.parametrize(("layers", "p"), [(1, 0.5), (2, 0.9), (3, 0.2), (3, 0.95), (6, 0.99)])
+def test_layer_drop_never_empties_the_network(layers, p):
+    single = 0
+    for seed in range(2000):
+        rng = random.Random(seed)
+        runs = sample_layers(layers, p, rng)
+        assert len(runs) == layers and any(runs)
+        single += sum(runs) == 1
+        for sub in sandwich(20, layers, random.Random(seed), layer_drop_prob=p, num_sandwich=2, layer_drop_full=True):
+            assert sub.layers is None or len(sub.layers) >= 1
+    if p >= 0.9:
+        assert single > 0  # the rescue (one layer kept) is exercised
+
+
+def test_default_layer_drop_depends_on_depth_and_an_explicit_value_wins():
+    assert default_layer_drop_prob(3) == 0.0 and default_layer_drop_prob(4) == 0.0
+    assert default_layer_drop_prob(6) == 0.2 and default_layer_drop_prob(12) == 0.2
+    assert default_layer_drop_prob(3, 0.1) == 0.1 and default_layer_drop_prob(6, 0.0) == 0.0
+    with pytest.raises(ConfigError, match="layer_drop_prob 1.0"):
+        default_layer_drop_prob(6, 1.0)
+
+
+def test_sandwich_structure_per_row_ratios_on_the_grid():
     rng = random.Random(3)
     subs = sandwich(50, 4, rng, num_sandwich=3, ratio_bound=0.2, layer_drop_prob=0.0)
     assert [s.kind for s in subs] == ["full", "smallest", "random", "random", "random"]
-    assert subs[0].lengths is None and subs[0].layers is None
-    assert subs[1].lengths == smallest_lengths(50, 4, 0.2) == (40, 32, 26, 21)
+    assert subs[0].config is None and subs[0].layers is None
+    assert subs[1].gene == smallest_gene(50, 4, 0.2) == (40, 32, 26, 21)
+    assert (
+        subs[1].config
+        == LengthConfig.from_ratios([40 / 50, 32 / 50, 26 / 50, 21 / 50])
+        == gene_config(subs[1].gene, "ratios", 50)
+    )
     for s in subs[2:]:
-        assert all(a >= b for a, b in zip(s.lengths, subs[1].lengths))
+        assert s.config == gene_config(s.gene, "ratios", 50) and s.config.ratios is not None
+        assert all(a >= b for a, b in zip(s.gene, subs[1].gene))
 
 
-def test_sandwich_layer_drop_of_the_full_model_is_a_flag():
+def test_sandwich_layer_drop_of_the_full_model_is_a_flag_and_lengths_do_not_follow_layer_drop():
     full_dropped = [sandwich(50, 6, random.Random(s), layer_drop_prob=0.5)[0].layers for s in range(50)]
     assert all(x is None for x in full_dropped)  # default: the in-place teacher is never LayerDropped
     full_dropped = [
         sandwich(50, 6, random.Random(s), layer_drop_prob=0.5, layer_drop_full=True)[0].layers for s in range(50)
     ]
     assert any(x is not None for x in full_dropped)
-    subs = sandwich(50, 6, random.Random(0), layer_drop_prob=0.5, num_sandwich=20)
-    for s in subs[1:]:
-        if s.layers is not None:  # skipped layers keep the length of the previous layer
-            for i in set(range(6)) - set(s.layers):
-                assert s.lengths[i] == (s.lengths[i - 1] if i else 50)
+    dropped = 0
+    for seed in range(30):
+        subs = sandwich(50, 6, random.Random(seed), layer_drop_prob=0.5, num_sandwich=2)
+        # the smallest sub-model is the searchable lower bound whichever layers run
+        assert subs[1].gene == smallest_gene(50, 6, 0.2)
+        dropped += sum(s.layers is not None for s in subs[1:])
+    assert dropped > 0
 
 
 def test_sandwich_is_reproducible_from_the_seed():

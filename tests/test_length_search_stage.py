@@ -250,3 +250,155 @@ def test_search_min_words_hashes_only_when_set() -> None:
         and identity_dump(cfg(search_min_words=8))["search_min_words"] == 8
     )
     assert _config_hash("search", cfg()) != _config_hash("search", cfg(search_min_words=8))
+
+
+def test_search_defaults_resolve_by_task_and_model() -> None:
+    cfg = SearchStageConfig(task="sst2", data="d")
+    assert (cfg.search_examples, cfg.gene_form, cfg.search_min_words, cfg.length_drop_ratio) == (
+        2000,
+        "ratios",
+        None,
+        None,
+    )
+    length = {"stage": "length", "length_drop_ratio_bound": 0.3}
+    got = cfg.resolved("sst2", [{"stage": "finetune"}, length])
+    assert (got.search_min_words, got.length_drop_ratio) == (10, 0.3)  # SST-2: sentences of >= 10 words
+    got = cfg.resolved("squad", [{"stage": "distill"}])
+    assert (got.search_min_words, got.length_drop_ratio) == (None, 0.2)  # no length record: LAT's 0.2
+    set_ = SearchStageConfig(task="sst2", data="d", search_min_words=0, length_drop_ratio=0.25)
+    assert (set_.resolved("sst2", [length]).search_min_words, set_.resolved("sst2", [length]).length_drop_ratio) == (
+        None,
+        0.25,
+    )  # 0 = every example; an explicit ratio wins over the model's record
+    assert cfg.model_copy(update={"search_min_words": 6}).resolved("sst2", []).search_min_words == 6
+
+
+def _scores(correct: list[int]):
+    import numpy as np
+
+    from slimformer.evaluate import ExampleScores
+
+    return ExampleScores("accuracy", scores=np.asarray(correct, dtype=float))
+
+
+def test_intervals_and_the_max_loss_pick_on_their_lower_bound() -> None:
+    from slimformer.length.selection import add_intervals
+
+    full = [1] * 360 + [0] * 40  # 0.90
+    genes = {
+        (8, 4): [1] * 330 + [0] * 70,  # 0.825: loses 7.5 points
+        (12, 8): [1] * 354 + [0] * 46,  # 0.885: loses 1.5 points, on 6 examples only
+        (14, 12): [1] * 358 + [0] * 42,  # 0.895: loses 0.5 point, on 2 examples only
+        (16, 16): full,
+    }
+    points = [
+        {"length_config": [8, 4], "metric": 0.825, "flops": 100.0},
+        {"length_config": [12, 8], "metric": 0.885, "flops": 200.0},
+        {"length_config": [14, 12], "metric": 0.895, "flops": 300.0},
+        {"length_config": [16, 16], "metric": 0.90, "flops": 400.0, "full": True},
+    ]
+    info = add_intervals(points, lambda g: _scores(genes[g]), _scores(full), 0.90, seed=0)
+    assert info["resamples"] == 1000 and info["confidence"] == 0.95 and info["seed"] == 0
+    for p in points:
+        lo, hi = p["metric_ci"]
+        assert lo <= p["metric"] <= hi
+        dlo, dhi = p["difference_ci"]
+        assert dlo <= p["metric"] - 0.90 + 1e-12 and p["metric"] - 0.90 <= dhi + 1e-12
+        assert p["metric_lower"] == pytest.approx(0.90 + dlo)
+        # paired: the discordant examples alone decide, so the difference interval is narrower than the metric's
+        assert dhi - dlo < hi - lo
+    # (12, 8) loses the 6 examples it disagrees on: a resample's difference is -(how many of them it drew) / 400,
+    # about Poisson(6), whose 2.5% tail starts near 11: lower end about -2.75 points
+    assert -0.035 < points[1]["difference_ci"][0] < -0.02 and points[3]["difference_ci"] == [0.0, 0.0]
+    # (14, 12) loses 2 examples: Poisson(2), lower end about -5 / 400 = -1.25 points
+    assert -0.015 < points[2]["difference_ci"][0] < -0.01
+    assert points[3]["p_value"] == 1.0 and points[3]["test"] == "mcnemar"
+    assert points[1]["p_value"] == pytest.approx(2 * 0.5**6)  # McNemar exact: 6 discordant pairs, all one way
+    # --max-loss 1.0: even 2 lost examples of 400 cannot be shown to cost less than 1 point: the full length
+    chosen = pick(points, LengthBudget(max_loss=1.0), "flops", 0.90, "sst2")
+    assert chosen["length_config"] == [16, 16] and "full" not in chosen
+    assert "rule" in chosen["selected_by"] and chosen["selected_by"]["threshold"] == pytest.approx(0.89)
+    # on point estimates (no intervals) 1.5 points would take (12, 8); on lower bounds it takes (14, 12)
+    bare = [{k: v for k, v in p.items() if k in ("length_config", "metric", "flops", "full")} for p in points]
+    assert pick(bare, LengthBudget(max_loss=1.5), "flops", 0.90, "sst2")["length_config"] == [12, 8]
+    assert pick(points, LengthBudget(max_loss=1.5), "flops", 0.90, "sst2")["length_config"] == [14, 12]
+    assert pick(points, LengthBudget(max_loss=4.0), "flops", 0.90, "sst2")["length_config"] == [12, 8]
+
+
+def test_with_intervals_the_full_length_is_the_answer_when_nothing_cheaper_is_shown_to_qualify() -> None:
+    from slimformer.length.selection import add_intervals
+
+    full = [1, 0] * 100  # 0.5
+    other = [0, 1] * 100  # also 0.5, on the other half: a front point with the full model's metric
+    points = [
+        {"length_config": [8, 4], "metric": 0.5, "flops": 100.0},
+        {"length_config": [16, 16], "metric": 0.5, "flops": 400.0, "full": True},
+    ]
+    add_intervals(points, lambda g: _scores(other if g == (8, 4) else full), _scores(full), 0.5, seed=1)
+    assert points[0]["metric_lower"] < 0.49  # disagrees on every example: a wide paired interval
+    chosen = pick(points, LengthBudget(max_loss=1.0), "flops", 0.5, "sst2")
+    assert chosen["length_config"] == [16, 16] and "full" not in chosen
+    # a teacher reference the full model does not reach: a one-line error naming the lower bounds
+    with pytest.raises(ConfigError, match=r"^search: no point reaches metric 0.59 .*lower ends of 95% paired"):
+        pick(points, LengthBudget(max_loss=1.0), "flops", 0.6, "sst2")
+
+
+def test_example_scores_reproduce_the_task_metric(tmp_path, tiny_tokenizer) -> None:
+    import numpy as np
+
+    from slimformer.bench.stats import bootstrap_ci
+    from slimformer.evaluate import example_scores
+    from slimformer.tasks import get_task
+    from slimformer.tasks.data import TaskData, compute_task_metrics
+
+    rng = np.random.default_rng(0)
+    for task in ("sst2", "cola", "stsb"):
+        spec = get_task(task)
+        labels = rng.random(50) * 5 if spec.kind == "regression" else rng.integers(0, 2, 50)
+        data = TaskData(spec, [{"labels": y} for y in labels], [], "dev")
+        outputs = {"logits": rng.normal(size=(50, 1 if spec.kind == "regression" else 2)).astype(np.float32)}
+        scores = example_scores(data, outputs)
+        assert scores.value() == pytest.approx(compute_task_metrics(data, outputs)["main"], abs=1e-12)
+        assert (scores.scores is not None) == (spec.main_metric == "accuracy")
+        if scores.scores is not None:
+            assert bootstrap_ci(scores.scores)[0] == pytest.approx(scores.value())
+
+
+def test_example_scores_of_squad_are_per_question_f1(tiny_tokenizer) -> None:
+    import numpy as np
+
+    from slimformer.evaluate import example_scores
+    from slimformer.tasks import get_task, prepare_eval_features
+    from slimformer.tasks.data import TaskData, compute_task_metrics
+    from slimformer.tasks.squad import QAExample
+
+    context = "paris is the capital of france and the river is in the city"
+    examples = [
+        QAExample("q1", "t", context, "what is the capital of france ?", [("paris", 0)]),
+        QAExample("q2", "t", context, "what is in the city ?", [("the river", 35)]),
+        QAExample("q3", "t", context, "who is it ?", [("france", 24)]),
+    ]
+    feats = prepare_eval_features(examples, tiny_tokenizer, max_seq_length=96, doc_stride=16)
+    rng = np.random.default_rng(1)
+    width = max(len(f["input_ids"]) for f in feats)
+    outputs = {k: rng.normal(size=(len(feats), width)).astype(np.float32) for k in ("start_logits", "end_logits")}
+    data = TaskData(get_task("squad"), feats, examples, "dev")
+    scores = example_scores(data, outputs)
+    assert scores.scores.shape == (3,) and all(0 <= s <= 100 for s in scores.scores)
+    assert scores.value() == pytest.approx(compute_task_metrics(data, outputs)["f1"])
+
+
+def test_rank_correlation_search_dev_by_hand() -> None:
+    from slimformer.stages._length_report import rank_correlation_search_dev
+
+    rows = [
+        {"metric_search": 0.80, "metric_value": 0.70},
+        {"metric_search": 0.85, "metric_value": 0.74},
+        {"metric_search": 0.90, "metric_value": 0.73},
+        {"metric_search": 0.95, "metric_value": 0.80},
+    ]
+    # ranks (1, 2, 3, 4) vs (1, 3, 2, 4): rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert rank_correlation_search_dev(rows) == {"spearman": pytest.approx(0.8), "points": 4}
+    assert rank_correlation_search_dev(rows[:1]) == {"spearman": None, "points": 1}
+    flat = [dict(r, metric_value=0.7) for r in rows]
+    assert rank_correlation_search_dev(flat)["spearman"] is None  # constant dev metric: undefined

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,14 @@ import yaml
 from conftest import SST2_ROWS, make_tiny_model, resume_callbacks, write_sst2
 from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
-from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config
+from slimformer.length import LengthConfig, SubModel, forward_with_config, load_length_config, sandwich
 from slimformer.length.trainer import LengthDropTrainer, sandwich_loss
 from slimformer.recipe import parse_recipe, run_recipe
 
 SUBS = [
     SubModel("full", None, None),
-    SubModel("smallest", (8, 6, 4), None),
-    SubModel("random", (10, 7, 7), (0, 2)),
+    SubModel("smallest", LengthConfig.from_ratios([8 / 12, 6 / 12, 4 / 12]), None),
+    SubModel("random", LengthConfig.from_lengths((10, 7, 7)), (0, 2)),  # any LengthConfig form is accepted
 ]
 
 
@@ -58,7 +59,7 @@ def _expected(model, batch, direction):
     teacher = (full.start_logits, full.end_logits) if qa else (full.logits,)
     total = _task_ce(full, batch, qa)
     for sub in SUBS[1:]:
-        out = forward_with_config(model, **inputs, config=LengthConfig.from_lengths(sub.lengths), layers=sub.layers)
+        out = forward_with_config(model, **inputs, config=sub.config, layers=sub.layers)
         student = (out.start_logits, out.end_logits) if qa else (out.logits,)
         terms = []
         for t, s in zip(teacher, student):
@@ -101,7 +102,7 @@ def test_directions_differ_and_regression_uses_mse():
     loss, _ = sandwich_loss(reg, batch, SUBS[:2])
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     full = reg(**inputs).logits
-    small = forward_with_config(reg, **inputs, config=LengthConfig.from_lengths((8, 6, 4))).logits
+    small = forward_with_config(reg, **inputs, config=SUBS[1].config).logits
     expected = (F.mse_loss(full.squeeze(-1), batch["labels"]) + F.mse_loss(small, full.detach())) / 2
     torch.testing.assert_close(loss, expected)
 
@@ -132,14 +133,15 @@ def test_trainer_compute_loss_runs_the_sampled_sandwich(tmp_path):
         learning_rate=1e-3,
     )
     rows = [{k: v[i] for k, v in _batch("qa").items()} for i in range(4)]
-    trainer = LengthDropTrainer(
-        model=model, args=args, train_dataset=rows, num_sandwich=3, length_seed=1, layer_drop_prob=0.0
-    )
+    trainer = LengthDropTrainer(model=model, args=args, train_dataset=rows, seq_len=16, num_sandwich=3, length_seed=1)
+    assert trainer.layer_drop_prob == 0.0  # 3 layers: LayerDrop off by default
     model.train()
     loss = trainer.compute_loss(model, _batch("qa"))
     subs = trainer.last_sandwich
     assert [s.kind for s in subs] == ["full", "smallest", "random", "random", "random"]
-    assert subs[1].lengths == (10, 8, 7)  # N = 12 real tokens: ceil(9.6), ceil(8.0), ceil(6.4)
+    # the grid is seq_len = 16, not the batch's 12 tokens: ceil(12.8) = 13, ceil(10.4) = 11, ceil(8.8) = 9
+    assert subs[1].gene == (13, 11, 9) and subs[1].config == LengthConfig.from_ratios([13 / 16, 11 / 16, 9 / 16])
+    assert all(s.layers is None for s in subs)
     torch.testing.assert_close(loss, sandwich_loss(model, _batch("qa"), subs)[0])
     before = [p.detach().clone() for p in model.parameters()]
     result = trainer.train()
@@ -175,6 +177,9 @@ def test_length_stage_end_to_end(tmp_path: Path, tiny_model_dir: Path):
     loaded = load_model(model_dir)
     assert [a["stage"] for a in loaded.meta.applied] == ["finetune", "length"]
     assert loaded.meta.max_seq_length == 16
+    record = loaded.meta.applied[-1]  # LayerDrop by depth: the 2-layer model trained without it, and says so
+    assert (record["layer_drop_prob"], record["layer_drop_prob_by_depth"]) == (0.0, True)
+    assert record["sub_models"] == {"form": "ratios", "seq_len": 16}
     finetuned = load_model(ctx.outputs["0-finetune"]["model_dir"]).model
     assert any(not torch.equal(a, b) for a, b in zip(finetuned.parameters(), loaded.model.parameters()))
     assert json.loads((model_dir / "eval_results.json").read_text())["steps"] == 2
@@ -279,7 +284,7 @@ def test_sandwich_loss_teacher_errors():
     with pytest.raises(ConfigError, match="teacher_weight 1.5 is outside"):
         sandwich_loss(model, batch, SUBS, teacher_weight=1.5, teacher_logits=torch.zeros(4, 3))
     with pytest.raises(ConfigError, match="teacher_weight > 0 needs a teacher model"):
-        LengthDropTrainer(model=model, teacher_weight=0.5)
+        LengthDropTrainer(model=model, seq_len=16, teacher_weight=0.5)
 
 
 def test_trainer_feeds_the_frozen_teacher_to_the_full_pass(tmp_path):
@@ -290,8 +295,9 @@ def test_trainer_feeds_the_frozen_teacher_to_the_full_pass(tmp_path):
     teacher.train()
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
     trainer = LengthDropTrainer(
-        model=model, args=args, teacher=teacher, teacher_weight=0.6, teacher_temperature=1.5, length_seed=3
-    )
+        model=model, args=args, seq_len=16, teacher=teacher, teacher_weight=0.6, teacher_temperature=1.5,
+        length_seed=3,
+    )  # fmt: skip
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     model.train()
     batch = _batch("classification")
@@ -344,3 +350,28 @@ def test_teacher_fields_keep_the_identity_of_earlier_length_runs():
     assert _config_hash("length", cfg) == old_hash
     assert _config_hash("length", cfg.model_copy(update={"teacher_weight": 0.5})) != old_hash
     assert _config_hash("length", cfg.model_copy(update={"teacher_temperature": 3.0})) != old_hash
+
+
+@pytest.mark.parametrize(("layers", "given", "used"), [(3, None, 0.0), (6, None, 0.2), (3, 0.1, 0.1), (6, 0.0, 0.0)])
+def test_trainer_layer_drop_default_by_depth(tmp_path, layers, given, used):
+    """``layer_drop_prob: None`` is off for a 3-layer model and LAT's 0.2 for a 6-layer one; a value set wins."""
+    from transformers import TrainingArguments
+
+    model = make_tiny_model("classification", "bert", num_labels=3, num_hidden_layers=layers)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
+    trainer = LengthDropTrainer(model=model, args=args, seq_len=16, layer_drop_prob=given)
+    assert trainer.layer_drop_prob == trainer.sandwich_kwargs["layer_drop_prob"] == used
+    model.train()
+    trainer.compute_loss(model, _batch("classification"))  # what a step samples with
+    rng = random.Random(0)
+    draws = [sandwich(16, layers, rng, **trainer.sandwich_kwargs) for _ in range(40)]
+    drops = {s.layers is not None for subs in draws for s in subs[1:]}
+    assert drops == ({False, True} if used > 0 else {False})
+
+
+def test_length_stage_records_an_explicit_layer_drop(tmp_path: Path, tiny_model_dir: Path):
+    data = write_sst2(tmp_path, SST2_ROWS)
+    raw = _finetune_length_recipe(tiny_model_dir, data, layer_drop_prob=0.3)
+    ctx = run_recipe(parse_recipe(raw), run_dir=tmp_path / "run", log=lambda s: None)
+    record = load_model(ctx.outputs["1-length"]["model_dir"]).meta.applied[-1]
+    assert (record["layer_drop_prob"], record["layer_drop_prob_by_depth"]) == (0.3, False)

@@ -60,8 +60,15 @@ def test_search_front_and_pick(run) -> None:
     chosen = front["selected"]
     threshold = front["reference"]["metric"] - 0.01  # default pick: max_loss 1.0 point of accuracy
     assert front["reference"]["kind"] == "full" and front["reference"]["metric"] == front["full"]["metric"]
-    assert chosen["metric"] >= threshold
-    assert all(p["metric"] < threshold for p in points if p["flops"] < chosen["flops"])
+    # decided on the lower end of each point's paired 95% interval against the full model (not its point estimate)
+    assert front["intervals"]["resamples"] == 1000 and front["intervals"]["confidence"] == 0.95
+    for p in points + [front["full"]]:
+        assert p["metric_ci"][0] <= p["metric"] <= p["metric_ci"][1]
+        assert p["metric_lower"] == pytest.approx(front["reference"]["metric"] + p["difference_ci"][0])
+        assert 0 <= p["p_value"] <= 1 and p["test"] == "mcnemar"
+    assert front["full"]["difference_ci"] == [0.0, 0.0]
+    assert chosen["metric_lower"] >= threshold and chosen["selected_by"]["rule"].startswith("metric_lower")
+    assert all(p["metric_lower"] < threshold for p in points if p["flops"] < chosen["flops"])
     assert front["search_split"]["examples"] == 24 and front["search_split"]["pool"] == 32
     assert Path(out["store"]).is_file() and front["search"]["new_evaluations"] == front["search"]["evaluated"]
     picked = Path(out["model_dir"])
@@ -124,6 +131,10 @@ def test_report_rows_and_plots(run) -> None:
     assert len(report["front"]) == len(read_json(ctx.outputs["3-search"]["front_json"])["front"])
     assert all(r["truncation_metric_value"] is not None for r in report["front"])
     assert report["lengthdrop_vs_truncation"]["configs"] == len(report["front"])
+    ranking = report["rank_correlation_search_dev"]
+    assert ranking["points"] == len(report["front"])
+    assert ranking["spearman"] is None or -1 <= ranking["spearman"] <= 1
+    assert out["rank_correlation_search_dev"] == ranking
     for key in ("flops", "latency"):
         png = Path(report["plots"][key])
         assert png.parent == ctx.run_dir and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

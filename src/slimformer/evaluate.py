@@ -7,22 +7,27 @@ The same loop drives a PyTorch :class:`~slimformer.models.SlimModel` and an ONNX
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import slimformer.tasks as tasks
 from slimformer.errors import ConfigError, DataError
 from slimformer.tasks.data import MODEL_INPUTS, TaskData, compute_task_metrics
 from slimformer.tasks.registry import TaskSpec
 
 __all__ = [
     "Predictor",
+    "ExampleScores",
     "pad_batch",
     "torch_predictor",
     "predict",
+    "example_scores",
     "evaluate_predictor",
+    "evaluate_predictor_scores",
     "check_head_for_task",
     "check_model_for_task",
     "check_labelled",
@@ -162,3 +167,69 @@ def evaluate_predictor(
     check_labelled(data, "evaluation data")
     outputs = predict(predictor, data.features, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
     return compute_task_metrics(data, outputs)
+
+
+@dataclass(frozen=True)
+class ExampleScores:
+    """Per-example results of one evaluation: enough to recompute the headline metric on any resample of the
+    examples (bootstrap intervals and paired tests, :mod:`slimformer.bench.stats`).
+
+    Attributes:
+        metric: the task's main metric.
+        scores: ``(n,)`` per-example scores whose mean is the metric, when it is a mean: accuracy (0/1 per
+            example), SQuAD exact match / F1 (points per *question*, 0 for a question without a prediction);
+            ``None`` for metrics that are not means (MCC, F1 of a class, Pearson/Spearman).
+        predictions: ``(n,)`` predicted class ids (or scores for regression) when ``scores`` is ``None``.
+        labels: ``(n,)`` gold labels when ``scores`` is ``None``.
+    """
+
+    metric: str
+    scores: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @property
+    def num_examples(self) -> int:
+        """``n``, the unit a bootstrap resamples (GLUE examples, SQuAD questions)."""
+        return len(self.scores if self.scores is not None else self.labels)
+
+    def value(self, indices: np.ndarray | None = None) -> float:
+        """The metric on the examples at ``indices`` (repeats allowed; ``None``: all of them)."""
+        idx = np.arange(self.num_examples) if indices is None else indices
+        if self.scores is not None:
+            return float(self.scores[idx].mean())
+        return float(tasks.METRICS[self.metric](self.predictions[idx], self.labels[idx]))
+
+
+def example_scores(data: TaskData, outputs: Mapping[str, np.ndarray]) -> ExampleScores:
+    """Per-example results of the main metric of ``data``'s task from model outputs (see :class:`ExampleScores`).
+
+    ``ExampleScores.value()`` equals ``compute_task_metrics(data, outputs)["main"]`` (up to float summation order).
+    """
+    spec = data.spec
+    if spec.kind == "qa":
+        preds = tasks.postprocess_qa_predictions(
+            data.examples, data.features, outputs["start_logits"], outputs["end_logits"]
+        )
+        score = tasks.f1_score if spec.main_metric == "f1" else tasks.exact_match_score
+        per_question = [
+            100.0 * tasks.metric_max_over_ground_truths(score, preds[ex.id], [t for t, _ in ex.answers])
+            if ex.id in preds
+            else 0.0
+            for ex in data.examples
+        ]
+        return ExampleScores(spec.main_metric, scores=np.asarray(per_question, dtype=np.float64))
+    labels = np.array([f["labels"] for f in data.features])
+    logits = outputs["logits"]
+    preds = logits[:, 0] if spec.kind == "regression" else logits.argmax(-1)
+    if spec.main_metric == "accuracy":
+        return ExampleScores("accuracy", scores=(preds == labels).astype(np.float64))
+    return ExampleScores(spec.main_metric, predictions=preds, labels=labels)
+
+
+def evaluate_predictor_scores(
+    predictor: Predictor, data: TaskData, *, batch_size: int = 64, pad_token_id: int = 0, progress: bool = True
+) -> tuple[dict[str, float], ExampleScores]:
+    """:func:`evaluate_predictor` and the per-example results of its main metric, from one prediction pass."""
+    outputs = predict(predictor, data.features, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
+    return compute_task_metrics(data, outputs), example_scores(data, outputs)

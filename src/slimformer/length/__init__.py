@@ -7,7 +7,14 @@ See docs/length.md.
 
 from slimformer.length.config import LENGTH_CONFIG_FILE, LengthConfig, load_length_config, save_length_config
 from slimformer.length.flops import EncoderDims, config_flops, config_macs, cost_fn, layer_macs
-from slimformer.length.lengthdrop import SubModel, sample_layers, sample_lengths, sandwich, smallest_lengths
+from slimformer.length.lengthdrop import (
+    SubModel,
+    default_layer_drop_prob,
+    sample_gene,
+    sample_layers,
+    sandwich,
+    smallest_gene,
+)
 from slimformer.length.selector import (
     LengthSelector,
     forward_with_config,
@@ -27,10 +34,11 @@ __all__ = [
     "cost_fn",
     "layer_macs",
     "SubModel",
+    "default_layer_drop_prob",
+    "sample_gene",
     "sample_layers",
-    "sample_lengths",
     "sandwich",
-    "smallest_lengths",
+    "smallest_gene",
     "LengthSelector",
     "forward_with_config",
     "length_inputs",

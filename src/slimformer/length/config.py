@@ -35,7 +35,15 @@ import numpy as np
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 
-__all__ = ["LengthConfig", "LENGTH_CONFIG_FILE", "RATIO_SLACK", "save_length_config", "load_length_config"]
+__all__ = [
+    "LengthConfig",
+    "LENGTH_CONFIG_FILE",
+    "RATIO_SLACK",
+    "GENE_FORMS",
+    "gene_config",
+    "save_length_config",
+    "load_length_config",
+]
 
 #: File name of the default length configuration inside a model folder.
 LENGTH_CONFIG_FILE = "length_config.json"
@@ -204,6 +212,31 @@ class LengthConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{source}: not valid JSON ({e.msg} at line {e.lineno})") from None
         return cls.from_dict(raw, source)
+
+
+#: How a search gene is applied: ``"ratios"`` (per-row keep ratios; the default of the search and of training) or
+#: ``"lengths"`` (absolute caps, LAT).
+GENE_FORMS = ("ratios", "lengths")
+
+
+def gene_config(gene: Sequence[int], form: str, seq_len: int) -> LengthConfig:
+    """The length configuration a gene stands for: what the search scores, the export ships and training samples.
+
+    A *gene* ``(g_1, ..., g_L)`` is tokens kept after each layer on a ``seq_len``-token input (the search's grid).
+
+    ``form="ratios"``: keep ratios ``g_i / seq_len``, so a row of ``n`` real tokens keeps
+    ``clip(ceil(g_i · n / seq_len − 0.001), 1, n)`` (float32, :meth:`LengthConfig.lengths_for`): the gene's rows on a
+    ``seq_len``-token input, proportionally fewer on shorter ones. ``form="lengths"`` (LAT): absolute per-layer
+    lengths, ``g_i`` tokens at most on any input.
+
+    Raises:
+        ConfigError: an invalid gene or form.
+    """
+    if form == "lengths":
+        return LengthConfig.from_lengths(gene)
+    if form == "ratios":
+        return LengthConfig.from_ratios([min(v, seq_len) / seq_len for v in gene])
+    raise ConfigError(f"gene form must be 'lengths' or 'ratios', got {form!r}")
 
 
 def save_length_config(config: LengthConfig, model_dir: str | os.PathLike[str]) -> Path:

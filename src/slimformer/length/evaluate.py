@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from slimformer.evaluate import Predictor, evaluate_predictor
+from slimformer.evaluate import ExampleScores, Predictor, evaluate_predictor, evaluate_predictor_scores
 from slimformer.length.config import LengthConfig
 from slimformer.length.selector import forward_with_config
 from slimformer.models import SlimModel
 from slimformer.tasks.data import TaskData
 
-__all__ = ["config_predictor", "evaluate_config", "metric_fn"]
+__all__ = ["config_predictor", "evaluate_config", "evaluate_config_scores", "metric_fn"]
 
 
 def config_predictor(model: SlimModel, config: LengthConfig | None) -> Predictor:
@@ -61,6 +61,25 @@ def evaluate_config(
         config.check_layers(model.num_layers)
     predictor = config_predictor(model, config)
     return evaluate_predictor(predictor, data, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
+
+
+def evaluate_config_scores(
+    model: SlimModel,
+    data: TaskData,
+    config: LengthConfig | None,
+    *,
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+) -> tuple[dict[str, float], ExampleScores]:
+    """:func:`evaluate_config` plus the per-example results of the main metric (for bootstrap intervals).
+
+    Raises:
+        ConfigError: a configuration with the wrong number of layers.
+    """
+    if config is not None:
+        config.check_layers(model.num_layers)
+    predictor = config_predictor(model, config)
+    return evaluate_predictor_scores(predictor, data, batch_size=batch_size, pad_token_id=pad_token_id, progress=False)
 
 
 def metric_fn(

@@ -30,6 +30,7 @@ from slimformer.errors import ConfigError
 __all__ = [
     "Gene",
     "check_gene",
+    "shrink",
     "constant_ratio_gene",
     "mean_relative_length",
     "initial_population",
@@ -59,12 +60,20 @@ def check_gene(gene: Sequence[int], *, num_layers: int, min_length: int, max_len
     return g
 
 
+def shrink(length: int, ratio: float, min_length: int) -> int:
+    """``max(ceil((1 - ratio) * length), min_length)``: the fewest tokens a layer keeps of ``length`` when it drops at
+    most the fraction ``ratio`` of them (the product is rounded to 9 decimals before the ceiling, so that
+    ``0.8 * 100`` gives 80, not 81). The one rounding rule of the smallest gene, the search's first generation and
+    the LengthDrop sub-models of training (:mod:`slimformer.length.lengthdrop`)."""
+    return max(math.ceil(round((1.0 - ratio) * length, 9)), min_length)
+
+
 def constant_ratio_gene(ratio: float, *, num_layers: int, max_length: int, min_length: int) -> Gene:
     """Drop the fraction ``ratio`` of the remaining tokens at every layer.
 
     ``l_i = max(ceil((1 - ratio) * l_{i-1}), min_length)``, ``l_0 = max_length`` (LengthDrop's deterministic
-    lower end, METHODS.md §1(b)). The product is rounded to 9 decimals before the ceiling so that
-    ``0.8 * 100`` gives 80, not 81.
+    lower end, METHODS.md §1(b); rounding: :func:`shrink`). ``ratio = p`` is the smallest gene of the search and
+    the smallest sub-model of LengthDrop training.
 
     Raises:
         ConfigError: ``ratio`` outside ``[0, 1]``.
@@ -73,7 +82,7 @@ def constant_ratio_gene(ratio: float, *, num_layers: int, max_length: int, min_l
         raise ConfigError(f"length drop ratio must be in [0, 1], got {ratio}")
     lengths, prev = [], max_length
     for _ in range(num_layers):
-        prev = max(math.ceil(round((1.0 - ratio) * prev, 9)), min_length)
+        prev = shrink(prev, ratio, min_length)
         lengths.append(prev)
     return tuple(lengths)
 

@@ -5,7 +5,8 @@ Paper: Kim & Cho, *Length-Adaptive Transformer*, ACL 2021 (https://arxiv.org/abs
 
 1. the full model (no token dropping) on the task loss: ``L_full = CE`` (span QA: mean of start/end CE;
    regression: MSE); its logits ``z_full`` are detached and become the in-place teacher;
-2. the smallest model and ``m`` random sub-models (LengthDrop + LayerDrop) on distillation only:
+2. the smallest model and ``m`` random sub-models (LengthDrop + LayerDrop; per-row keep ratios on the search's
+   ``seq_len`` grid, the configurations the search scores and the ONNX graph runs) on distillation only:
    ``L_sub = KL(softmax(z_full) ‖ softmax(z_sub))`` (span QA: over sequence positions, start/end mean;
    regression: MSE to ``z_full``);
 
@@ -47,8 +48,7 @@ from slimformer.distill.kl import Direction, check_direction
 from slimformer.distill.prediction import logits_kd, logits_mse
 from slimformer.distill.trainer import freeze_teacher
 from slimformer.errors import ConfigError
-from slimformer.length.config import LengthConfig
-from slimformer.length.lengthdrop import SubModel, sandwich
+from slimformer.length.lengthdrop import SubModel, default_layer_drop_prob, sandwich
 from slimformer.length.selector import forward_with_config
 from slimformer.models import HeadKind, SlimModel, TaskOutput
 
@@ -83,7 +83,7 @@ def sandwich_loss(
         inputs: the batch: ``input_ids``/``attention_mask`` [``token_type_ids``] ``(B, N)`` and ``labels``
             ``(B,)`` or ``start_positions``/``end_positions`` ``(B,)``.
         sub_models: from :func:`~slimformer.length.lengthdrop.sandwich`; the first must be the full model
-            (``lengths is None``).
+            (``config is None``).
         kl_direction: ``"teacher_student"`` (default, ``KL(p_full ‖ p_sub)``) or ``"student_teacher"``
             (the LAT code).
         teacher_logits: an external frozen teacher's logits on the same batch (``(B, C)``, or a ``(start, end)``
@@ -106,8 +106,8 @@ def sandwich_loss(
         raise ConfigError(f"teacher_weight {teacher_weight} is outside [0, 1]")
     if teacher_weight > 0 and teacher_logits is None:
         raise ValueError("teacher_weight > 0 needs teacher_logits (the external teacher's logits on this batch)")
-    if not sub_models or sub_models[0].lengths is not None:
-        raise ValueError("the first sub-model of a sandwich must be the full model (lengths=None)")
+    if not sub_models or sub_models[0].config is not None:
+        raise ValueError("the first sub-model of a sandwich must be the full model (config=None)")
     feed = {k: inputs[k] for k in _INPUTS if k in inputs}
     labels = {k: inputs[k] for k in _LABELS if k in inputs}
     full = forward_with_config(model, **feed, config=None, layers=sub_models[0].layers, **labels)
@@ -127,7 +127,7 @@ def sandwich_loss(
         logs.update(loss_ce=float(full.loss.detach()), loss_teacher=float(to_teacher.detach()))
     total, kd = full_loss, []
     for sub in sub_models[1:]:
-        out = forward_with_config(model, **feed, config=LengthConfig.from_lengths(sub.lengths), layers=sub.layers)
+        out = forward_with_config(model, **feed, config=sub.config, layers=sub.layers)
         student = _logits(model, out)
         if regression:
             kd.append(logits_mse(student, teacher))
@@ -144,9 +144,13 @@ class LengthDropTrainer(Trainer):
     """A Hugging Face ``Trainer`` whose ``compute_loss`` is the LAT sandwich step (nothing else overridden).
 
     Args:
+        seq_len: ``N``, the grid of the sub-models' genes: the ``seq_len`` the search will use (the model's
+            ``max_seq_length``). Sub-models are per-row keep ratios ``g_i / N``, independent of batch padding.
         num_sandwich: ``m`` random sub-models per step (LAT: 2).
         length_drop_ratio_bound: LengthDrop bound ``p`` (LAT: 0.2).
-        layer_drop_prob: LayerDrop probability of the sub-models (LAT: 0.2).
+        layer_drop_prob: LayerDrop probability of the sub-models; ``None``: by depth (0 up to 4 layers, else
+            LAT's 0.2; :func:`~slimformer.length.lengthdrop.default_layer_drop_prob`). The value used is
+            ``self.layer_drop_prob``.
         layer_drop_full: LayerDrop the full model too (the LAT code does; default ``False``, pitfall §1(f).2).
         kl_direction: see module notes (default ``"teacher_student"``).
         min_length: floor of sampled lengths (LAT: 2).
@@ -165,9 +169,10 @@ class LengthDropTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
+        seq_len: int,
         num_sandwich: int = 2,
         length_drop_ratio_bound: float = 0.2,
-        layer_drop_prob: float = 0.2,
+        layer_drop_prob: float | None = None,
         layer_drop_full: bool = False,
         kl_direction: Direction = "teacher_student",
         min_length: int = 2,
@@ -180,13 +185,17 @@ class LengthDropTrainer(Trainer):
         check_direction(kl_direction)
         if teacher_weight > 0 and teacher is None:
             raise ConfigError("teacher_weight > 0 needs a teacher model")
+        if seq_len < 1:
+            raise ConfigError(f"seq_len {seq_len} (the grid of the length configurations) must be ≥ 1")
         super().__init__(*args, **kwargs)
         self.teacher = freeze_teacher(teacher).to(self.args.device) if teacher_weight > 0 else None
         self.teacher_kwargs = dict(teacher_weight=teacher_weight, temperature=teacher_temperature)
+        self.seq_len = seq_len
+        self.layer_drop_prob = default_layer_drop_prob(self.model.num_layers, layer_drop_prob)
         self.sandwich_kwargs = dict(
             num_sandwich=num_sandwich,
             ratio_bound=length_drop_ratio_bound,
-            layer_drop_prob=layer_drop_prob,
+            layer_drop_prob=self.layer_drop_prob,
             layer_drop_full=layer_drop_full,
             min_length=min_length,
         )
@@ -208,12 +217,10 @@ class LengthDropTrainer(Trainer):
             feed = {k: v for k, v in inputs.items() if k in _INPUTS + _LABELS}
             out = model(**feed)
             return (out.loss, out) if return_outputs else out.loss
-        mask = inputs.get("attention_mask")
-        seq_len = int(mask.sum(dim=1).max()) if mask is not None else inputs["input_ids"].shape[1]
         if self.state.global_step != self._rng_step:  # a function of (seed, step): resuming draws the same
             self._rng_step = self.state.global_step
             self.length_rng.seed(f"{self.length_seed}:{self._rng_step}")
-        self.last_sandwich = sandwich(seq_len, model.num_layers, self.length_rng, **self.sandwich_kwargs)
+        self.last_sandwich = sandwich(self.seq_len, model.num_layers, self.length_rng, **self.sandwich_kwargs)
         teacher_logits = None
         if self.teacher is not None:
             if self.teacher.training:  # something called .train() on it: the teacher always runs without dropout

@@ -18,7 +18,14 @@ from slimformer.errors import ConfigError
 from slimformer.length.config import LengthConfig
 from slimformer.length.pareto import pareto_front, staircase_area
 
-__all__ = ["rescore_front", "truncation_summary", "plot_report", "int8_mode", "check_pick_graph"]
+__all__ = [
+    "rescore_front",
+    "truncation_summary",
+    "rank_correlation_search_dev",
+    "plot_report",
+    "int8_mode",
+    "check_pick_graph",
+]
 
 
 def rescore_front(
@@ -100,6 +107,24 @@ def truncation_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | No
         "area_truncation": staircase_area(tr),
         "dominates": all(g >= 0 for g in gains),
     }
+
+
+def rank_correlation_search_dev(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How well the search split ranks the front: Spearman's rho between each point's search-split metric
+    (``metric_search``, PyTorch fp32) and its report-split metric (``metric_value``, int8).
+
+    Returns:
+        ``{"spearman": rho or None, "points": n}``; ``None`` with fewer than 2 points or a constant metric (rho is
+        undefined). A rho near 1 means the search split orders configurations as the report split does; a low rho
+        means its ranking (and the pick made on it) is mostly noise.
+    """
+    import math
+
+    from slimformer.bench.stats import spearman_rank_correlation
+
+    pairs = [(r["metric_search"], r["metric_value"]) for r in rows]
+    rho = spearman_rank_correlation(*zip(*pairs)) if len(pairs) >= 2 else float("nan")
+    return {"spearman": None if math.isnan(rho) else rho, "points": len(pairs)}
 
 
 def plot_report(

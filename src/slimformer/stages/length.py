@@ -4,12 +4,15 @@ Recipe use (after ``finetune``; trains ``ctx.latest("model_dir")``)::
 
     stages:
       - finetune: {epochs: 2}
-      - length: {epochs: 5, num_sandwich: 2, length_drop_ratio_bound: 0.2, layer_drop_prob: 0.2}
+      - length: {epochs: 5, num_sandwich: 2, length_drop_ratio_bound: 0.2}
 
 The trained model is saved as an ordinary model folder with ``length_config.json`` holding the full-length
 configuration (every ratio 1); the evolutionary search then picks configurations for given budgets.
-Defaults follow METHODS.md §1(c) / §2(c) (LAT: 5 epochs, ``m = 2``, ``p = 0.2``, LayerDrop 0.2; learning rate
-3e-5 as in QuaLA-MiniLM, LAT used 2e-5 for GLUE and 5e-5 for SQuAD; no warm-up, no weight decay: HF defaults).
+Defaults follow METHODS.md §1(c) / §2(c) (LAT: 5 epochs, ``m = 2``, ``p = 0.2``; learning rate 3e-5 as in
+QuaLA-MiniLM, LAT used 2e-5 for GLUE and 5e-5 for SQuAD; no warm-up, no weight decay: HF defaults). LayerDrop
+defaults by depth: off up to 4 layers, LAT's 0.2 deeper (``layer_drop_prob: null``, resolved when the stage runs
+and recorded in ``slimformer.json``). Sub-models are per-row keep ratios on the grid of the training
+``max_seq_length``, the search's default ``seq_len`` (:mod:`slimformer.length.lengthdrop`).
 """
 
 from __future__ import annotations
@@ -42,12 +45,17 @@ class LengthStageConfig(TrainingOptions):
     doc_stride: int = Field(128, ge=1)
     num_sandwich: int = Field(2, ge=0, description="random sub-models per step (sandwich rule)")
     length_drop_ratio_bound: float = Field(0.2, ge=0, lt=1, description="LengthDrop: max fraction dropped per layer")
-    layer_drop_prob: float = Field(0.2, ge=0, lt=1, description="LayerDrop probability of the sub-models")
+    layer_drop_prob: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="LayerDrop probability of the sub-models; null: by depth, 0 up to 4 layers, else 0.2 (LAT)",
+    )
     layer_drop_full: bool = Field(False, description="LayerDrop the full model too (the LAT code does)")
     kl_direction: Literal["teacher_student", "student_teacher"] = Field(
         "teacher_student", description="KL(p_full||p_sub) (textbook KD) or KL(p_sub||p_full) (the LAT code)"
     )
-    min_length: int = Field(2, ge=1, description="floor of sampled lengths (tokens)")
+    min_length: int = Field(2, ge=1, description="floor of sampled genes (tokens on the max_seq_length grid)")
     teacher_weight: float = Field(
         0.0,
         ge=0,
@@ -96,6 +104,7 @@ def train_length_adaptive(
 
     from slimformer.checkpoint import load_model, save_model
     from slimformer.length.evaluate import evaluate_config
+    from slimformer.length.lengthdrop import default_layer_drop_prob
     from slimformer.length.trainer import LengthDropTrainer
     from slimformer.models import HeadKind
     from slimformer.stages._kd import load_teacher
@@ -113,7 +122,10 @@ def train_length_adaptive(
         raise ConfigError(f"length: the model in {model_dir} was fine-tuned on {meta.task!r}, not {spec.name!r}")
     if model.head is HeadKind.NONE:
         raise ConfigError(f"length: the model in {model_dir} has no task head; LengthDrop needs task labels")
-    teacher, identity = None, {"model_dir": str(Path(model_dir).resolve())}
+    layer_drop = default_layer_drop_prob(model.num_layers, config.layer_drop_prob)
+    # checkpoints of a run with the old sandwich (absolute lengths of the batch's longest row) are not resumed
+    identity = {"model_dir": str(Path(model_dir).resolve()), "sandwich": "gene-ratios", "layer_drop": layer_drop}
+    teacher = None
     if config.teacher_weight > 0:
         if not config.teacher:
             raise ConfigError("length: teacher_weight > 0 needs teacher: <folder> (a fine-tuned model of the task)")
@@ -138,9 +150,10 @@ def train_length_adaptive(
         train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
+        seq_len=msl,
         num_sandwich=config.num_sandwich,
         length_drop_ratio_bound=config.length_drop_ratio_bound,
-        layer_drop_prob=config.layer_drop_prob,
+        layer_drop_prob=layer_drop,
         layer_drop_full=config.layer_drop_full,
         kl_direction=config.kl_direction,
         min_length=config.min_length,
@@ -154,7 +167,16 @@ def train_length_adaptive(
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     full = LengthConfig.full(model.num_layers)
     metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
-    meta.applied.append({"stage": "length", **config.model_dump(mode="json"), "train_examples": len(train.examples)})
+    meta.applied.append(
+        {
+            "stage": "length",
+            **config.model_dump(mode="json"),
+            "layer_drop_prob": layer_drop,  # resolved (the config's null means "by depth")
+            "layer_drop_prob_by_depth": config.layer_drop_prob is None,
+            "sub_models": {"form": "ratios", "seq_len": msl},  # the grid of the sub-models' genes
+            "train_examples": len(train.examples),
+        }
+    )
     meta.max_seq_length = msl
     save_model(model, tok, out, meta)
     save_length_config(full, out)

@@ -17,7 +17,8 @@ pinned threads, interleaved (:func:`~slimformer.bench.latency.compare_runtimes`)
 
 ``front`` holds every search-front configuration re-scored on the int8 graph (METHODS.md §2(f) pitfall 2) and,
 as "plain truncation", the same configurations on the model without LengthDrop; ``lengthdrop_vs_truncation``
-summarises whether the LengthDrop training dominates.
+summarises whether the LengthDrop training dominates; ``rank_correlation_search_dev`` is Spearman's rho between the
+front's search-split and report-split metrics (does the search split rank configurations as dev does?).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def run_length_benchmark(
     """Measure and write the report (see the module notes).
 
     Returns:
-        ``{"report_json", "report_md", "rows", "plots", "lengthdrop_vs_truncation"}``.
+        ``{"report_json", "report_md", "rows", "plots", "lengthdrop_vs_truncation", "rank_correlation_search_dev"}``.
 
     Raises:
         ConfigError: the int8 graph is not the exported pick, no teacher is known. ExportError, DataError.
@@ -237,6 +238,7 @@ def run_length_benchmark(
     metric_label = f"{eval_set.spec.main_metric} ({eval_set.split} split)"
     plots = rep.plot_report(run_dir, refs, front_rows, metric_label=metric_label, seq_len=n)
     summary = rep.truncation_summary(front_rows)
+    ranking = rep.rank_correlation_search_dev(front_rows)
     report = {
         "benchmark": name,
         "command": f"slimformer compress recipes/{name}.yaml",
@@ -257,6 +259,7 @@ def run_length_benchmark(
         "rows": rows,
         "front": front_rows,
         "lengthdrop_vs_truncation": summary,
+        "rank_correlation_search_dev": ranking,
         "plots": plots,
     }
     js, md = write_report(run_dir, report)
@@ -266,6 +269,7 @@ def run_length_benchmark(
         "rows": rows,
         "plots": plots,
         "lengthdrop_vs_truncation": summary,
+        "rank_correlation_search_dev": ranking,
     }
 
 

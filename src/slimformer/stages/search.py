@@ -2,14 +2,18 @@
 
 Recipe use (after ``length``; searches ``ctx.latest("model_dir")``, the LengthDrop-trained model)::
 
-    - search: {cost: flops, search_examples: 1000, iterations: 30, max_loss: 1.0}
+    - search: {cost: flops, search_examples: 2000, iterations: 30, max_loss: 1.0}
     - export: {int8: dynamic}      # exports the chosen configuration (the graph's default length inputs)
 
 What it does (Kim & Cho 2021 §4 / QuaLA-MiniLM; METHODS.md §1(b) "Evolutionary search", §1(d), §2(f)):
 
 1. Scores genes with :func:`~slimformer.length.evaluate.metric_fn` (PyTorch fp32, :func:`forward_with_config`)
    on the *search split* (:mod:`slimformer.length.search_split`: training examples no capped training stage
-   used), never on the dev split that final figures use (pitfall 9).
+   used), never on the dev split that final figures use (pitfall 9). Default: 2,000 examples (a 95% interval of
+   an accuracy near 0.9 is then about ±1.3 points wide; 500 gave ±2.6), for SST-2 only sentences of at least 10
+   words (:data:`DEFAULT_MIN_WORDS`). Genes are applied as per-row ratios (``gene_form: ratios``), the form the
+   ``length`` stage trains, and the smallest gene is the length stage's smallest sub-model
+   (``length_drop_ratio`` defaults to the ``length_drop_ratio_bound`` recorded in the model).
 2. Cost ``flops``: :func:`~slimformer.length.flops.cost_fn` (FLOPs = 2·MACs, batch 1, ``seq_len`` real
    tokens); or ``latency``: median ms of the ONNX Runtime int8 length graph at batch 1 on ``seq_len`` real
    tokens, the configuration fed as graph inputs. ``min_cost``/``max_cost`` bound the feasible range
@@ -19,7 +23,9 @@ What it does (Kim & Cho 2021 §4 / QuaLA-MiniLM; METHODS.md §1(b) "Evolutionary
 3. Measures, for every front point, both FLOPs and int8 latency (``measure_latency``), writes ``front.json``.
 4. Picks one configuration: ``max_loss`` (points; 1.0 point = 0.01 accuracy or 1 F1 point) = the cheapest
    point (in the search's cost) within that loss of the reference on the search split (``loss_reference:
-   full`` = the full-length searched model, ``teacher`` = the fp32 teacher); ``budget_ms`` = the most accurate
+   full`` = the full-length searched model, ``teacher`` = the fp32 teacher), judged on the lower end of the 95%
+   bootstrap interval of its difference to the reference (:func:`~slimformer.length.selection.add_intervals`:
+   every front point carries its intervals in ``front.json``); ``budget_ms`` = the most accurate
    point whose measured int8 latency fits; ``max_flops`` likewise in FLOPs. Without any, ``max_loss: 1.0``.
    The pick is saved as ``model/`` (the weights plus ``length_config.json`` holding it), which becomes the
    recipe's ``model_dir``: the next ``export`` stage writes one graph whose default inputs are the pick.
@@ -45,6 +51,14 @@ if TYPE_CHECKING:
 __all__ = ["LengthBudget", "SearchStageConfig", "apply_budget", "run_search"]
 
 _BUDGET_KEYS = ("max_loss", "budget_ms", "max_flops")
+
+#: ``search_min_words`` when a recipe leaves it unset, per task. SST-2's training file is mostly parse-tree phrases
+#: (9.4 words on average; 25,152 of its 67,349 examples have at least 10 words) while its dev set holds whole
+#: review sentences (19.5 words; 749 of 872 have at least 10): a search scored on phrases, which barely lose
+#: anything when tokens are dropped, misjudges what a configuration costs on sentences.
+DEFAULT_MIN_WORDS = {"sst2": 10}
+#: The LengthDrop bound of the smallest gene when neither the search nor the model's ``length`` record sets one.
+LENGTH_DROP_RATIO = 0.2
 
 
 class LengthBudget(BaseModel):
@@ -74,12 +88,13 @@ class SearchStageConfig(LengthBudget, StageConfig):
     seed: int = Field(42, description="seed of the search split draw and of the search")
     cost: Literal["flops", "latency"] = Field("flops", description="search cost: FLOPs or int8 ORT ms (batch 1)")
     seq_len: int | None = Field(None, gt=1, description="N, tokens the cost refers to (default: the model's)")
-    search_examples: int = Field(1000, ge=1, description="examples of the held-out search split")
+    search_examples: int = Field(2000, ge=1, description="examples of the held-out search split")
     search_min_words: int | None = Field(
         None,
-        ge=1,
-        description="draw the search split from training examples of at least this many words (e.g. SST-2, whose "
-        "training file is mostly short phrases and whose dev set is whole sentences)",
+        ge=0,
+        description="draw the search split from training examples of at least this many words; null: the task's "
+        "default (10 for sst2, whose training file is mostly short phrases and whose dev set is whole sentences; "
+        "all examples for other tasks); 0: all examples",
         json_schema_extra={IDENTITY_WHEN_SET: True},
     )
     eval_batch_size: int = Field(64, ge=1)
@@ -90,9 +105,17 @@ class SearchStageConfig(LengthBudget, StageConfig):
     iterations: int = Field(30, ge=0)
     parents: int | None = Field(None, ge=1, description="None: breed from the whole front (LAT)")
     min_length: int = Field(2, ge=1, description="fewest tokens a layer keeps")
-    length_drop_ratio: float = Field(0.2, ge=0, lt=1, description="smallest gene: this ratio dropped per layer")
+    length_drop_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="smallest gene: this ratio dropped per layer; null: the length stage's length_drop_ratio_bound "
+        "recorded in the model (its smallest sub-model), else 0.2",
+    )
     gene_form: Literal["lengths", "ratios"] = Field(
-        "lengths", description="apply genes as absolute lengths (LAT) or as ratios of each input's length"
+        "ratios",
+        description="apply genes as ratios of each input's length (what the length stage trains) or as absolute "
+        "lengths (LAT)",
     )
     min_cost: float | None = Field(None, ge=0, description="feasible cost lower bound (FLOPs or ms)")
     max_cost: float | None = Field(None, gt=0, description="feasible cost upper bound (FLOPs or ms)")
@@ -118,6 +141,20 @@ class SearchStageConfig(LengthBudget, StageConfig):
         """The pick this config asks for (``max_loss: 1.0`` when none is set)."""
         given = {k: getattr(self, k) for k in _BUDGET_KEYS if getattr(self, k) is not None}
         return LengthBudget(**(given or {"max_loss": 1.0}))
+
+    def resolved(self, task: str, applied: list[dict[str, Any]]) -> SearchStageConfig:
+        """A copy with the defaults that depend on the task and the model filled in.
+
+        ``search_min_words``: unset -> :data:`DEFAULT_MIN_WORDS` of ``task`` (else ``None``, every example);
+        0 -> ``None``. ``length_drop_ratio``: unset -> ``length_drop_ratio_bound`` of the model's latest ``length``
+        record in ``applied`` (``slimformer.json``), else :data:`LENGTH_DROP_RATIO`.
+        """
+        words = DEFAULT_MIN_WORDS.get(task) if self.search_min_words is None else self.search_min_words
+        ratio = self.length_drop_ratio
+        if ratio is None:
+            length = next((r for r in reversed(applied) if r.get("stage") == "length"), {})
+            ratio = length.get("length_drop_ratio_bound", LENGTH_DROP_RATIO)
+        return self.model_copy(update={"search_min_words": words or None, "length_drop_ratio": float(ratio)})
 
 
 def apply_budget(recipe: Recipe, budget: LengthBudget) -> Recipe:
@@ -158,7 +195,7 @@ def run_search(
     from slimformer.bench.machine import physical_cores
     from slimformer.checkpoint import load_model
     from slimformer.length import selection as rep
-    from slimformer.length.evaluate import evaluate_config
+    from slimformer.length.evaluate import evaluate_config, evaluate_config_scores
     from slimformer.length.flops import cost_fn
     from slimformer.length.genes import initial_population
     from slimformer.length.search import evolutionary_search
@@ -175,6 +212,7 @@ def run_search(
         raise ConfigError(f"search: the model in {model_dir} was trained on {meta.task!r}, not {spec.name!r}")
     if model.head is HeadKind.NONE:
         raise ConfigError(f"search: the model in {model_dir} has no task head to score configurations with")
+    config = config.resolved(spec.name, meta.applied)
     threads = config.threads or physical_cores()
     torch.set_num_threads(threads)
     n, layers = config.seq_len or meta.max_seq_length or spec.max_seq_length, model.num_layers
@@ -260,7 +298,18 @@ def run_search(
         progress=config.progress,
     )
     points = rep.front_points(result, config.cost, flops_of, ms_of if session is not None else None)
-    reference = rep.reference_metric(config, result, split, meta, data_root)
+
+    per_example: dict[tuple[int, ...], Any] = {}
+
+    def scores_of(gene: tuple[int, ...]) -> Any:  # per-example results for the intervals: one pass per front point
+        if gene not in per_example:
+            cfg = rep.gene_config(gene, config.gene_form, n)
+            kw = {"batch_size": config.eval_batch_size, "pad_token_id": tok.pad_token_id or 0}
+            per_example[gene] = evaluate_config_scores(model, split.data, cfg, **kw)[1]
+        return per_example[gene]
+
+    reference, reference_scores = rep.reference_metric(config, result, split, meta, data_root, scores_of=scores_of)
+    intervals = rep.add_intervals(points, scores_of, reference_scores, reference["metric"], seed=config.seed)
     chosen = rep.pick(points, budget, config.cost, reference["metric"], spec.name)
     picked = rep.gene_config(chosen["length_config"], config.gene_form, n)
     chosen["saved_config"] = {k: v for k, v in picked.to_dict().items() if k in ("lengths", "ratios")}
@@ -278,6 +327,7 @@ def run_search(
         seq_len=n,
         cost_name=cost_name,
         model_dir=model_dir,
+        intervals=intervals,
     )
     return {
         "model_dir": str(picked_dir),
