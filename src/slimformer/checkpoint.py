@@ -240,15 +240,9 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
             raise ModelLoadError(f"{p}: is a file, not a model folder (expected a folder written by slimformer)")
         raise ModelLoadError(f"{p}: no such model folder")
     check_checkpoint_dir(p)
-    meta_path = p / META_FILE
-    if not meta_path.is_file():
+    if not (p / META_FILE).is_file():
         raise ModelLoadError(f"{p}: no {META_FILE}; not a slimformer model folder (use load_pretrained for HF folders)")
-    try:
-        raw = read_json(meta_path)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{meta_path}: not valid JSON ({e})") from e
-    meta = ModelMeta.from_dict(raw, str(meta_path))
-    _register_task(meta, str(meta_path))
+    meta = read_meta(p)
     fmt = _folder_format(p)
     head = HeadKind(meta.head)
     model, tok = _load_in_format(p, head, fmt) if fmt is not None else load_pretrained(p, head)
@@ -299,7 +293,7 @@ def read_meta(folder: str | os.PathLike[str]) -> ModelMeta:
     try:
         raw = read_json(path)
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+        raise ModelLoadError(f"{path}: not valid JSON ({' '.join(str(e).split())[:200]})") from None
     meta = ModelMeta.from_dict(raw, str(path))
     _register_task(meta, str(path))
     return meta
