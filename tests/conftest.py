@@ -147,3 +147,14 @@ def quala_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer):
     raw = quala_recipe(tmp, tiny_tokenizer)
     ctx = run_recipe(parse_recipe(raw), run_dir=tmp / "run", log=lambda s: None)
     return raw, ctx
+
+
+@pytest.fixture(autouse=True)
+def _restore_task_registry():
+    """User tasks a test registers (a recipe's ``task:`` mapping) do not leak into later tests' view of the presets."""
+    from slimformer.tasks.registry import TASKS
+
+    before = dict(TASKS)
+    yield
+    TASKS.clear()
+    TASKS.update(before)

@@ -100,5 +100,5 @@ def test_length_mismatch_and_empty_raise(fn):
 
 
 def test_metric_registry_names():
-    assert set(METRICS) == {"accuracy", "f1", "mcc", "pearson", "spearman"}
+    assert set(METRICS) == {"accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"}
     assert all(isinstance(fn(P, Y), float) for fn in METRICS.values())
