@@ -256,6 +256,35 @@ def _read_only(folder: Path) -> None:
 # the table
 
 
+def _user(root: Path, train: str | None, *extra: str, name: str = "train.csv") -> list[str]:
+    """``compress --model <a plain fine-tuned HF folder> --train <file> ...`` (the user's model and data)."""
+    hf = root / "hf-teacher"
+    if not hf.exists():
+        shutil.copytree(
+            root / "model", hf, ignore=shutil.ignore_patterns("slimformer.json", "onnx", "eval_results.json")
+        )
+    args = ["compress", "--model", str(hf), "--label-column", "label", "--run-dir", str(root / "user-run")]
+    if train is not None:
+        _write(root / name, train)
+        args += ["--train", str(root / name)]
+    return [*args, *extra]
+
+
+def _plain(root: Path, folder: str) -> Path:
+    """A copy of a tiny model folder without slimformer.json: a plain Hugging Face folder."""
+    out = root / f"plain-{folder}"
+    shutil.copytree(root / folder, out, ignore=shutil.ignore_patterns("slimformer.json", "onnx", "eval_results.json"))
+    return out
+
+
+def _rows_csv(n: int, labels: tuple[str, ...] = ("0", "1"), empty_at: int | None = None) -> str:
+    lines = ["text,label"]
+    for i in range(n):
+        label = "" if i == empty_at else labels[i % len(labels)]
+        lines.append(f"the movie was good {i},{label}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Case:
     """One hostile input: ``build(root) -> argv`` writes its files under ``root`` and returns the CLI arguments.
@@ -634,6 +663,45 @@ CASES: list[Case] = [
         "path",
         lambda r: ["benchmark", str(r / "SST-2")],
         "SST-2",
+    ),
+    # -- the user's model and data (compress --model DIR --train FILE) ----------------------------------------------
+    _c("user-missing-column", "user", lambda r: _user(r, "text,category\nthe movie,0\n"), "train.csv", "label"),
+    _c("user-empty-label", "user", lambda r: _user(r, _rows_csv(40, empty_at=3)), "row 4", "empty label"),
+    _c("user-unknown-format", "user", lambda r: _user(r, "x", name="train.xlsx"), "train.xlsx", "format"),
+    _c("user-empty-file", "user", lambda r: _user(r, ""), "train.csv", "empty"),
+    _c(
+        "user-missing-file",
+        "user",
+        lambda r: ["compress", "--model", str(r / "model"), "--train", str(r / "no.csv")],
+        "no.csv",
+    ),
+    _c(
+        "user-regression-not-numeric",
+        "user",
+        lambda r: _user(r, _rows_csv(40, ("a", "b")), "--kind", "regression"),
+        "expected a number",
+    ),
+    _c("user-teacher-labels-do-not-fit", "user", lambda r: _user(r, _rows_csv(40, ("a", "b", "c"))), "2 labels", "3"),
+    _c(
+        "user-train-without-model",
+        "user",
+        lambda r: ["compress", "--train", str(_write(r / "t.csv", _rows_csv(40)))],
+        "--model",
+    ),
+    _c("user-too-few-examples", "user", lambda r: _user(r, _rows_csv(40)), "training examples"),
+    _c(
+        "user-qa-head-for-classification",
+        "user",
+        lambda r: [
+            "compress",
+            "--model",
+            str(_plain(r, "qa-model")),
+            "--train",
+            str(_write(r / "t.csv", _rows_csv(40))),
+            "--label-column",
+            "label",
+        ],
+        "head",
     ),
 ]
 

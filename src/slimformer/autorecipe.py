@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slimformer.errors import ConfigError
-from slimformer.stages.teacher import task_head
+from slimformer.stages.teacher import check_teacher_fits, task_head
 from slimformer.tasks.userdata import DataFiles, describe_task, read_user_qa, read_user_split
 
 __all__ = ["new_recipe", "student_layers", "sequence_length", "VARIANTS", "variant_layers"]
@@ -117,6 +117,8 @@ def new_recipe(
         if names and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
             labels = names
     spec = describe_task(task_name, files, labels=labels, main_metric=main_metric, register=False)
+    if head is not None:
+        check_teacher_fits(model, spec)  # head kind, label count and names: refused before anything is written
     tok = AutoTokenizer.from_pretrained(resolve_model_path(model), local_files_only=True, trust_remote_code=False)
     if spec.kind == "qa":
         train = read_user_qa(spec, "train")

@@ -27,7 +27,7 @@ from slimformer.stages.base import RunContext, register_stage
 from slimformer.tasks import TaskSpec, get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set
 
-__all__ = ["TeacherConfig", "task_head", "import_teacher", "TASK_HEAD_SUFFIXES"]
+__all__ = ["TeacherConfig", "task_head", "check_teacher_fits", "import_teacher", "TASK_HEAD_SUFFIXES"]
 
 #: ``config.json`` architecture suffix -> the head slimformer loads it with.
 TASK_HEAD_SUFFIXES = {"ForSequenceClassification": HeadKind.CLASSIFICATION, "ForQuestionAnswering": HeadKind.QA}
@@ -97,6 +97,18 @@ def _check_fit(folder: str, head: HeadKind, id2label: dict[int, str], spec: Task
             f"{folder}: id2label does not match the labels of task {spec.name} (id, model, task: {diff}); "
             "relabel the data or the model"
         )
+
+
+def check_teacher_fits(folder: str, spec: TaskSpec) -> None:
+    """A fine-tuned folder's head and labels fit the task (checked before anything runs), else a one-line error.
+
+    Raises:
+        ConfigError: no task head, another head kind, another label count or other label names.
+    """
+    found = task_head(resolve_model_path(folder))
+    if found is None:
+        raise ConfigError(f"{folder}: no task head in config.json (architectures); a base encoder needs 'finetune'")
+    _check_fit(folder, found[0], found[1], spec)
 
 
 def import_teacher(cfg: TeacherConfig, out: Path, *, data_root: str | None = None) -> dict[str, Any]:
