@@ -31,11 +31,11 @@ _API = set(__all__) - {"__version__", "pipeline"}
 
 def __getattr__(name: str) -> Any:
     if name == "pipeline":
-        from slimformer import serving
+        from slimformer import serving  # local: lean `import slimformer` (lazy attribute)
 
         return serving.pipeline
     if name in _API:
-        from slimformer import api
+        from slimformer import api  # local: lean `import slimformer` (lazy attribute)
 
         return getattr(api, name)
     raise AttributeError(f"module 'slimformer' has no attribute {name!r}")

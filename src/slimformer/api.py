@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from slimformer.autorecipe import VARIANTS
 from slimformer.autorecipe import new_recipe as _new_recipe
 from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
@@ -132,8 +133,6 @@ def compress_user(
     Raises:
         ConfigError: bad data or model; no variant met ``max_loss`` (names what each reached).
     """
-    from slimformer.autorecipe import VARIANTS
-
     tried: list[dict[str, Any]] = []
     root: Path | None = None
     for variant in variants or VARIANTS:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slimformer.errors import ConfigError
+from slimformer.models import resolve_model_path
 from slimformer.stages.teacher import check_teacher_fits, task_head
 from slimformer.tasks.userdata import DataFiles, describe_task, read_user_qa, read_user_split
 
@@ -73,8 +74,6 @@ def sequence_length(token_counts: list[int], *, cap: int = 512) -> int:
 def _model_depth(model: str) -> int:
     import json
 
-    from slimformer.models import resolve_model_path
-
     path = Path(resolve_model_path(model))
     config = json.loads((path / "config.json").read_text(encoding="utf-8")) if path.is_dir() else {}
     return int(config.get("num_hidden_layers", 6))
@@ -106,8 +105,6 @@ def new_recipe(
         ConfigError: too few training examples for a search split; a bad column or file (DataError).
     """
     from transformers import AutoTokenizer
-
-    from slimformer.models import resolve_model_path
 
     task_name = name or Path(files.train).expanduser().resolve().parent.name.replace(" ", "-") or "user-task"
     head = task_head(model)

@@ -17,12 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from slimformer import __version__, api
 from slimformer.config import DATA_ENV
 from slimformer.errors import ConfigError, SlimformerError
+from slimformer.io import atomic_write_text
+from slimformer.serving import pipeline
 from slimformer.stages.benchmark import BenchmarkConfig
 from slimformer.stages.evaluate import EvaluateConfig
 from slimformer.stages.export import ExportConfig
 from slimformer.stages.finetune import FinetuneConfig
+from slimformer.tasks.userdata import DataFiles
 
 __all__ = ["main", "build_parser"]
 
@@ -83,8 +87,6 @@ class Finetune:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         res = api.finetune(
             config_from_args(FinetuneConfig, args),
             args.out,
@@ -110,8 +112,6 @@ class Evaluate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         metrics = api.evaluate(
             args.model,
             task=args.task,
@@ -149,8 +149,6 @@ class Compress:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         budget = {k: getattr(args, k) for k in ("max_loss", "budget_ms", "max_flops") if getattr(args, k) is not None}
         recipe = args.recipe
         if args.train is not None:
@@ -200,8 +198,6 @@ class Export:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         res = api.export(args.model, config_from_args(ExportConfig, args), out=args.out)
         print(_fmt(res))
 
@@ -220,8 +216,6 @@ class Benchmark:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         res = api.benchmark(
             args.target, config_from_args(BenchmarkConfig, args), data=args.data, data_root=args.data_root
         )
@@ -251,8 +245,6 @@ def _add_user_data(p: argparse.ArgumentParser) -> None:
 
 
 def _user_data(args: argparse.Namespace) -> dict[str, Any]:
-    from slimformer.tasks.userdata import DataFiles
-
     if not args.model:
         raise ConfigError("--train needs --model (your fine-tuned folder, or a base encoder such as minilm-l6)")
     files = DataFiles(
@@ -281,8 +273,6 @@ class RecipeNew:
 
     @staticmethod
     def run(args: argparse.Namespace) -> None:
-        from slimformer import api
-
         if args.train is None:
             raise ConfigError("recipe new needs --model and --train")
         if Path(args.out).exists():
@@ -312,9 +302,6 @@ class Predict:
     @staticmethod
     def run(args: argparse.Namespace) -> None:
         import json
-
-        from slimformer.io import atomic_write_text
-        from slimformer.serving import pipeline
 
         src, out = Path(args.input), Path(args.output)
         if not src.is_file():
@@ -356,8 +343,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``slimformer`` argument parser with every subcommand."""
-    from slimformer import __version__
-
     parser = _Parser(prog="slimformer", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"slimformer {__version__}")
     sub = parser.add_subparsers(required=True, metavar="command")

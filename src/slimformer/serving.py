@@ -26,6 +26,7 @@ from slimformer.export import FP32_FILE, INT8_FILE, OrtModel
 from slimformer.export.length import LENGTH_INPUTS
 from slimformer.export.length_ort import LengthOrtModel
 from slimformer.length.config import LengthConfig
+from slimformer.length.selection import gene_config
 from slimformer.models import HeadKind
 from slimformer.tasks import QAExample, postprocess_qa_predictions, prepare_eval_features
 
@@ -142,7 +143,6 @@ class Pipeline:
             return config if isinstance(config, LengthConfig) else LengthConfig.from_ratios(list(config))
         if self.front is None:
             raise ConfigError(f"{self.folder}: no front.json of a search found; pass front=<run>/search/front.json")
-        from slimformer.length.selection import gene_config
 
         points = self.front["front"]  # cheapest first
         if front_point is not None:

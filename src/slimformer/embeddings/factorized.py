@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from slimformer.embeddings.svd import svd_factorize
 from slimformer.errors import ConfigError
 from slimformer.models import SlimModel
+from slimformer.quant.granularity import PerRow
+from slimformer.quant.primitives import choose_qparams, quantize
 
 __all__ = ["FactorizedEmbedding", "has_tied_output_embeddings"]
 
@@ -139,9 +141,6 @@ class FactorizedEmbedding(nn.Module):
         Raises:
             ConfigError: the table is already int8.
         """
-        from slimformer.quant.granularity import PerRow
-        from slimformer.quant.primitives import choose_qparams, quantize
-
         if self.int8_table:
             raise ConfigError("the code table is already stored in int8; quantize_table_ was called twice")
         w = self.codes.weight.detach().float()  # (V, k)

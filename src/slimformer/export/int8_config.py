@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from slimformer._version import __version__
 from slimformer.errors import ConfigError
 
 __all__ = ["Int8Config"]
@@ -94,8 +95,6 @@ class Int8Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, with the config class and the slimformer version."""
-        from slimformer._version import __version__
-
         return {
             "_type": type(self).__name__,
             **asdict(self),

@@ -37,6 +37,7 @@ from slimformer._version import __version__
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.onnx import export_mode
+from slimformer.export.ort import require_onnxruntime
 from slimformer.export.parity import check_outputs
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
 from slimformer.length.config import LengthConfig
@@ -201,8 +202,6 @@ def export_length_onnx(
 
 def _session(path: str | os.PathLike[str]):  # noqa: ANN202 - onnxruntime.InferenceSession
     """A CPU session that does not log ORT's note on overridable initializers (they are intended here)."""
-    from slimformer.export.ort import require_onnxruntime
-
     ort = require_onnxruntime()
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from slimformer.bench.latency import measure, ort_runner
 from slimformer.export.length import LENGTH_INPUTS, length_feeds
 from slimformer.export.ort import OrtModel
 from slimformer.length.config import LengthConfig
@@ -85,6 +86,4 @@ def full_length_batch(vocab_size: int, seq_len: int, rows: int, *, seed: int = 0
 
 def latency_ms(session: OrtModel, batch: Mapping[str, np.ndarray], *, warmup: int = 3, iters: int = 20) -> float:
     """Median ms of one ``session`` call on ``batch`` (``warmup`` untimed calls first)."""
-    from slimformer.bench.latency import measure, ort_runner
-
     return measure(ort_runner(session, batch), warmup=warmup, iters=iters).median_ms

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from slimformer.errors import ExportError
 from slimformer.export._proto import add_metadata, atomic_output, read_metadata
+from slimformer.export.ort import require_onnxruntime
 
 __all__ = ["optimize_onnx"]
 
@@ -41,8 +42,6 @@ def optimize_onnx(
         ExportError: the head count / hidden size are neither given nor recorded in the file.
         ImportError: onnxruntime is not installed.
     """
-    from slimformer.export.ort import require_onnxruntime
-
     require_onnxruntime()
     from onnxruntime.transformers.optimizer import optimize_model
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slimformer.bench.machine import physical_cores
 from slimformer.errors import ModelLoadError
 
 __all__ = ["OrtModel", "require_onnxruntime", "GraphOptLevel"]
@@ -63,8 +64,6 @@ class OrtModel:
         inter_op_num_threads: int = 1,
         graph_optimization_level: GraphOptLevel = "all",
     ) -> None:
-        from slimformer.bench.machine import physical_cores  # here: slimformer.bench imports this module
-
         ort = require_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():

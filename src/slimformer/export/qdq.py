@@ -34,6 +34,7 @@ from slimformer.quant.granularity import PerRow, PerTensor
 from slimformer.quant.modules import QuantizedLinear
 from slimformer.quant.primitives import fake_quantize
 from slimformer.quant.serialize import nominal_bits, scheme_name
+from slimformer.quant.storage import quantized_modules
 
 __all__ = ["qdq_export_modules", "quantization_summary", "summary_json"]
 
@@ -128,8 +129,6 @@ def quantization_summary(model: nn.Module) -> dict[str, Any] | None:
         ``{"mode": "qat", "weights": {"ternary": 12, ...}, "activation_bits": [8],
         "embedding": "int8" | None, "label": "W2A8 ternary"}`` — counts of Linears per scheme.
     """
-    from slimformer.quant.storage import quantized_modules
-
     modules = quantized_modules(model)
     if not modules:
         return None

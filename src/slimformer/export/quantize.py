@@ -37,6 +37,8 @@ from slimformer.export._proto import (
     read_metadata,
 )
 from slimformer.export.int8_config import Int8Config
+from slimformer.export.optimize import optimize_onnx
+from slimformer.export.ort import require_onnxruntime
 
 __all__ = ["Int8Config", "quantize_int8", "quantize_dynamic_int8", "quantize_static_int8"]
 
@@ -171,16 +173,12 @@ def quantize_int8(
         ConfigError: static mode without calibration batches.
         ImportError: onnxruntime is not installed.
     """
-    from slimformer.export.ort import require_onnxruntime
-
     require_onnxruntime()
     config = config or Int8Config.dynamic()
     src = Path(fp32_path)
     meta = read_metadata(src)
     with atomic_output(out_path) as tmp:
         if config.optimize:
-            from slimformer.export.optimize import optimize_onnx
-
             src = optimize_onnx(src, tmp.with_name("fused.onnx"))
         with quiet_quantizer():
             _HANDLERS[config.mode](src, tmp, config, calibration_batches)

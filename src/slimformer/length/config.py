@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from slimformer._version import __version__
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 
@@ -167,8 +168,6 @@ class LengthConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ``{"lengths": [...]}`` or ``{"ratios": [...]}`` plus versions."""
-        from slimformer._version import __version__
-
         key = "lengths" if self.lengths is not None else "ratios"
         return {key: list(self.values), "format_version": _FORMAT_VERSION, "slimformer_version": __version__}
 

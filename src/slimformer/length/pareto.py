@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from slimformer.errors import ConfigError
+from slimformer.tasks.registry import get_task
 
 __all__ = [
     "MetricScale",
@@ -159,8 +160,6 @@ def metric_scale_for_task(task: str) -> MetricScale:
     Raises:
         ConfigError: unknown task name.
     """
-    from slimformer.tasks.registry import get_task
-
     return "points" if get_task(task).kind == "qa" else "fraction"
 
 

@@ -41,8 +41,9 @@ from slimformer.bench.stats import (
     paired_bootstrap,
     paired_bootstrap_ci,
 )
+from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
-from slimformer.evaluate import ExampleScores
+from slimformer.evaluate import ExampleScores, evaluate_predictor_scores, torch_predictor
 from slimformer.io import atomic_write_json
 from slimformer.length.config import gene_config
 from slimformer.length.pareto import (
@@ -133,8 +134,6 @@ def reference_metric(
         full = tuple(result.full.config)
         info = {"kind": "full", "metric": float(result.full.metric), "length_config": list(full)}
         return info, (scores_of(full) if scores_of is not None else None)
-    from slimformer.checkpoint import load_model
-    from slimformer.evaluate import evaluate_predictor_scores, torch_predictor
 
     distill = meta.stage("distill") or {}
     teacher = config.teacher or distill.get("teacher")

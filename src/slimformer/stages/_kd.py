@@ -19,8 +19,14 @@ from slimformer.checkpoint import load_model
 from slimformer.config import resolve_data_path
 from slimformer.distill.loss import DistillationLoss
 from slimformer.errors import ConfigError
+from slimformer.evaluate import check_model_for_task, evaluate_predictor, torch_predictor
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
 from slimformer.stages.base import RunContext, quantized_stages
+from slimformer.tasks import get_task
+from slimformer.tasks.data import load_eval_set, load_train_features
+from slimformer.train.args import training_arguments
+from slimformer.train.checkpoints import prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
 __all__ = [
@@ -89,9 +95,6 @@ def load_teacher(path: str | Path, task: str) -> LoadedModel:
             does not fit the task (kind or number of labels), or the folder holds a quantized model (a ``qat`` /
             ``sdq`` output).
     """
-    from slimformer.evaluate import check_model_for_task
-    from slimformer.tasks import get_task
-
     teacher = load_model(path)
     if teacher.meta.task is not None and teacher.meta.task != task:
         raise ConfigError(f"teacher {path} was fine-tuned on {teacher.meta.task!r}, not on task {task!r}")
@@ -152,11 +155,7 @@ def train_student(
     """
     from transformers import DataCollatorWithPadding, set_seed
 
-    from slimformer.distill.trainer import DistillationTrainer
-    from slimformer.tasks.data import load_train_features
-    from slimformer.train.args import training_arguments
-    from slimformer.train.checkpoints import prepare_checkpoints, remove_checkpoints, resume_record
-    from slimformer.train.dataset import FeatureDataset
+    from slimformer.distill.trainer import DistillationTrainer  # local: lean import (Trainer loads datasets)
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -201,9 +200,6 @@ def evaluate_model(
     data_root: str | None = None,
 ) -> dict[str, float]:
     """Official dev metrics of ``model`` (fractions for GLUE, points for SQuAD), at the student's length."""
-    from slimformer.evaluate import evaluate_predictor, torch_predictor
-    from slimformer.tasks.data import load_eval_set
-
     dev = load_eval_set(
         config.task,
         resolve_data_path(config.data, data_root),

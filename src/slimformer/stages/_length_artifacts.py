@@ -17,9 +17,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+from slimformer.checkpoint import load_model
+from slimformer.export import FP32_FILE, INT8_FILE
+from slimformer.export.length import LENGTH_GRAPH_VERSION, export_length_onnx
 from slimformer.io import atomic_dir, atomic_write_json, read_json
 from slimformer.length.config import LENGTH_CONFIG_FILE, LengthConfig, save_length_config
 from slimformer.models.load import META_FILE
+from slimformer.stages.quantize import QuantizeConfig, quantize_model
 
 __all__ = ["model_fingerprint", "export_length_int8", "copy_model_with_config"]
 
@@ -60,11 +64,6 @@ def export_length_int8(
     Raises:
         ExportError: the fp32 graph does not reproduce PyTorch. ModelLoadError: bad model folder.
     """
-    from slimformer.checkpoint import load_model
-    from slimformer.export import FP32_FILE, INT8_FILE
-    from slimformer.export.length import LENGTH_GRAPH_VERSION, export_length_onnx
-    from slimformer.stages.quantize import QuantizeConfig, quantize_model
-
     out = Path(out_dir)
     fp32, int8 = out / FP32_FILE, out / INT8_FILE
     stamp = {

@@ -14,9 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from slimformer.bench.stats import spearman_rank_correlation
 from slimformer.errors import ConfigError
+from slimformer.evaluate import evaluate_predictor
+from slimformer.export._proto import read_metadata
 from slimformer.length.config import LengthConfig
 from slimformer.length.pareto import pareto_front, staircase_area
+from slimformer.length.plot import plot_pareto
 
 __all__ = [
     "rescore_front",
@@ -51,8 +55,6 @@ def rescore_front(
         One dict per point: ``length_config``, ``flops``, ``metric_search``, ``metric_value`` (report split,
         int8), ``truncation_metric_value`` (or ``None``). Timings are added by the caller.
     """
-    from slimformer.evaluate import evaluate_predictor
-
     rows, kw = [], {"batch_size": batch_size, "pad_token_id": pad_token_id}
     saved = lengthdrop.config, plain.config if plain is not None else None
     try:
@@ -120,8 +122,6 @@ def rank_correlation_search_dev(rows: Sequence[Mapping[str, Any]]) -> dict[str, 
     """
     import math
 
-    from slimformer.bench.stats import spearman_rank_correlation
-
     pairs = [(r["metric_search"], r["metric_value"]) for r in rows]
     rho = spearman_rank_correlation(*zip(*pairs)) if len(pairs) >= 2 else float("nan")
     return {"spearman": None if math.isnan(rho) else rho, "points": len(pairs)}
@@ -145,8 +145,6 @@ def plot_report(
     Returns:
         ``{"flops": path, "latency": path}``.
     """
-    from slimformer.length.plot import plot_pareto
-
     paths = {}
     for key, x, label in (
         ("flops", "flops", f"FLOPs (batch 1, {seq_len} tokens)"),
@@ -176,8 +174,6 @@ def plot_report(
 
 
 def _metadata(onnx_path: str, key: str) -> dict[str, Any]:
-    from slimformer.export._proto import read_metadata
-
     return json.loads(read_metadata(onnx_path).get(key, "{}"))
 
 

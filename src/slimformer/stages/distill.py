@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from slimformer.checkpoint import save_model
 from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
@@ -80,8 +81,6 @@ def run_distill(
             models cannot give (e.g. layer-wise losses across depths without ``layer_map``), another task.
         ModelLoadError: bad teacher / student folder. DataError: missing data.
     """
-    from slimformer.checkpoint import save_model
-
     out = Path(out)
     loaded = load_teacher(teacher, config.task)
     if config.student_layers is not None:

@@ -15,10 +15,16 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from slimformer.checkpoint import load_model, load_pretrained, save_model
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.embeddings.autoencoder import AutoencoderConfig
+from slimformer.embeddings.evaluate import pair_auc, reconstruction_metrics, token_frequencies, zero_shot_fidelity
+from slimformer.embeddings.svd import rank_for_ratio
+from slimformer.embeddings.transform import factorize_embeddings_
 from slimformer.io import atomic_write_json
+from slimformer.models.load import META_FILE, ModelMeta
 from slimformer.stages.base import RunContext, register_stage
+from slimformer.tasks.glue import read_glue
 
 __all__ = ["EmbeddingsConfig", "compress_embeddings"]
 
@@ -49,9 +55,6 @@ class EmbeddingsConfig(StageConfig):
 
 
 def _load_source(source: str) -> tuple[Any, Any, Any]:
-    from slimformer.checkpoint import load_model, load_pretrained
-    from slimformer.models.load import META_FILE, ModelMeta
-
     if (Path(source) / META_FILE).is_file():
         loaded = load_model(source)
         return loaded.model, loaded.tokenizer, loaded.meta
@@ -80,12 +83,6 @@ def compress_embeddings(
         ModelLoadError, DataError: the model or the evaluation data cannot be read.
     """
     import torch
-
-    from slimformer.checkpoint import save_model
-    from slimformer.embeddings.evaluate import pair_auc, reconstruction_metrics, token_frequencies, zero_shot_fidelity
-    from slimformer.embeddings.svd import rank_for_ratio
-    from slimformer.embeddings.transform import factorize_embeddings_
-    from slimformer.tasks.glue import read_glue
 
     model, tok, meta = _load_source(source)
     model.eval()

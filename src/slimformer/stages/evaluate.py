@@ -19,6 +19,7 @@ from slimformer.evaluate import (
     evaluate_predictor,
     torch_predictor,
 )
+from slimformer.export.ort import OrtModel
 from slimformer.io import atomic_write_json
 from slimformer.models import ModelMeta
 from slimformer.models.load import check_tokenizer_files, load_tokenizer
@@ -100,8 +101,6 @@ def evaluate(
     split_name = squad_split or finetuned.get("squad_split", "dev-article-split")
     _set_threads(cfg.threads)
     if onnx:
-        from slimformer.export.ort import OrtModel
-
         check_tokenizer_files(str(p.parent), True)
         tok = load_tokenizer(str(p.parent), True)
         predictor = OrtModel(p, intra_op_num_threads=cfg.threads)

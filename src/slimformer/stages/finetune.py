@@ -24,6 +24,7 @@ from slimformer.models import META_FILE, HeadKind, ModelMeta
 from slimformer.stages.base import RunContext, register_stage, require
 from slimformer.tasks import get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set, load_train_features
+from slimformer.train.args import training_arguments
 from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
@@ -114,8 +115,6 @@ def finetune(
             (one-line messages, before any training).
     """
     from transformers import DataCollatorWithPadding, Trainer, set_seed
-
-    from slimformer.train.args import training_arguments
 
     out = Path(out)
     check_out_folder(out, overwrite=overwrite)

@@ -24,11 +24,21 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from slimformer.checkpoint import load_model, save_model
 from slimformer.config import IDENTITY_WHEN_SET, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
+from slimformer.length.evaluate import evaluate_config
+from slimformer.length.lengthdrop import default_layer_drop_prob
+from slimformer.models import HeadKind
+from slimformer.stages._kd import load_teacher
 from slimformer.stages.base import RunContext, register_stage
+from slimformer.tasks import get_task
+from slimformer.tasks.data import load_eval_set, load_train_features
+from slimformer.train.args import training_arguments
+from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
 __all__ = ["LengthStageConfig", "train_length_adaptive"]
@@ -102,17 +112,7 @@ def train_length_adaptive(
     """
     from transformers import DataCollatorWithPadding, set_seed
 
-    from slimformer.checkpoint import load_model, save_model
-    from slimformer.length.evaluate import evaluate_config
-    from slimformer.length.lengthdrop import default_layer_drop_prob
-    from slimformer.length.trainer import LengthDropTrainer
-    from slimformer.models import HeadKind
-    from slimformer.stages._kd import load_teacher
-    from slimformer.tasks import get_task
-    from slimformer.tasks.data import load_eval_set, load_train_features
-    from slimformer.train.args import training_arguments
-    from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
-    from slimformer.train.dataset import FeatureDataset
+    from slimformer.length.trainer import LengthDropTrainer  # local: lean import (Trainer loads datasets)
 
     out = Path(out)
     loaded = load_model(model_dir)

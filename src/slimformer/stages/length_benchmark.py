@@ -28,9 +28,24 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from slimformer.bench.latency import compare_runtimes
+from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
+from slimformer.bench.report import make_row, write_report
+from slimformer.checkpoint import load_model
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
+from slimformer.evaluate import evaluate_predictor, torch_predictor
+from slimformer.export.length_ort import LengthOrtModel, full_length_batch
+from slimformer.export.ort import OrtModel
+from slimformer.io import read_json
+from slimformer.length.flops import EncoderDims, config_flops
+from slimformer.length.selection import gene_config
+from slimformer.stages import _length_report as rep
+from slimformer.stages._length_artifacts import export_length_int8
 from slimformer.stages.base import RunContext, register_stage
+from slimformer.stages.export import ExportConfig, export_model
+from slimformer.stages.quantize import QuantizeConfig, quantize_model
+from slimformer.tasks.data import load_eval_set
 
 __all__ = ["LengthBenchmarkConfig", "run_length_benchmark"]
 
@@ -73,22 +88,6 @@ def run_length_benchmark(
         ConfigError: the int8 graph is not the exported pick, no teacher is known. ExportError, DataError.
     """
     import torch
-
-    from slimformer.bench.latency import compare_runtimes
-    from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
-    from slimformer.bench.report import make_row, write_report
-    from slimformer.checkpoint import load_model
-    from slimformer.evaluate import evaluate_predictor, torch_predictor
-    from slimformer.export.length_ort import LengthOrtModel, full_length_batch
-    from slimformer.export.ort import OrtModel
-    from slimformer.io import read_json
-    from slimformer.length.flops import EncoderDims, config_flops
-    from slimformer.length.selection import gene_config
-    from slimformer.stages import _length_report as rep
-    from slimformer.stages._length_artifacts import export_length_int8
-    from slimformer.stages.export import ExportConfig, export_model
-    from slimformer.stages.quantize import QuantizeConfig, quantize_model
-    from slimformer.tasks.data import load_eval_set
 
     front = read_json(front_json)
     n, form = front["seq_len"], front["gene_form"]

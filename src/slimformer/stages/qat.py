@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from slimformer.checkpoint import save_model
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json
 from slimformer.quant.granularity import PerRow, PerTensor
@@ -136,8 +137,6 @@ def run_qat(
         ConfigError: bad quantizer / loss set, teacher trained on another task or already quantized.
         ModelLoadError: bad teacher folder. DataError: missing data.
     """
-    from slimformer.checkpoint import save_model
-
     out = Path(out)
     loaded = load_teacher(teacher, config.task)
     student = copy.deepcopy(loaded.model)  # own parameters: nothing aliases the frozen teacher

@@ -41,9 +41,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from slimformer.bench.machine import physical_cores
+from slimformer.checkpoint import load_model
 from slimformer.config import IDENTITY_WHEN_SET, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
+from slimformer.export.length_ort import LengthOrtModel, full_length_batch, latency_ms
+from slimformer.length import selection as rep
+from slimformer.length.evaluate import evaluate_config, evaluate_config_scores
+from slimformer.length.flops import cost_fn
+from slimformer.length.genes import initial_population
+from slimformer.length.search import evolutionary_search
+from slimformer.length.search_split import load_search_split
+from slimformer.models import HeadKind
+from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
 from slimformer.stages.base import RunContext, register_stage, training_stages
+from slimformer.tasks import get_task
 
 if TYPE_CHECKING:
     from slimformer.recipe import Recipe
@@ -192,18 +204,6 @@ def run_search(
     """
     import torch
 
-    from slimformer.bench.machine import physical_cores
-    from slimformer.checkpoint import load_model
-    from slimformer.length import selection as rep
-    from slimformer.length.evaluate import evaluate_config, evaluate_config_scores
-    from slimformer.length.flops import cost_fn
-    from slimformer.length.genes import initial_population
-    from slimformer.length.search import evolutionary_search
-    from slimformer.length.search_split import load_search_split
-    from slimformer.models import HeadKind
-    from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
-    from slimformer.tasks import get_task
-
     out, model_dir = Path(out), Path(model_dir)
     loaded = load_model(model_dir)
     model, tok, meta = loaded.model, loaded.tokenizer, loaded.meta
@@ -226,8 +226,6 @@ def run_search(
 
     session, int8_path = None, None
     if config.cost == "latency" or config.measure_latency:
-        from slimformer.export.length_ort import LengthOrtModel, full_length_batch, latency_ms
-
         _, int8_path = export_length_int8(
             model_dir,
             out / "onnx",

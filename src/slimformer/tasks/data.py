@@ -18,6 +18,7 @@ import numpy as np
 
 import slimformer.tasks as tasks
 from slimformer.errors import ConfigError, DataError
+from slimformer.tasks.userdata import read_user_qa
 
 __all__ = ["TaskData", "load_train_features", "load_eval_set", "compute_task_metrics", "MODEL_INPUTS"]
 
@@ -71,8 +72,6 @@ def _squad_examples(data: Path, split: str, squad_split: str) -> list[Any]:
 def _qa_examples(spec: Any, data: Path, split: str, squad_split: str) -> list[Any]:
     """The questions of ``split``: a user QA task's own files, else SQuAD's layout."""
     if spec.files is not None:
-        from slimformer.tasks.userdata import read_user_qa
-
         return read_user_qa(spec, split)
     return _squad_examples(data, split, squad_split)
 

@@ -126,7 +126,7 @@ def read_glue(
     """
     spec = get_task(task)
     if spec.files is not None:  # a task described by the user's data: its own files and columns (data_dir unused)
-        from slimformer.tasks.userdata import read_user_split  # userdata builds on this module's Example
+        from slimformer.tasks.userdata import read_user_split  # local: cycle (userdata builds on this module's Example)
 
         return read_user_split(spec, split)
     if spec.kind == "qa":

@@ -274,7 +274,7 @@ def task_from_dict(d: dict[str, Any], source: str = "task") -> TaskSpec:
     Raises:
         ConfigError: not a user task description, or unknown / bad keys (names ``source``).
     """
-    from slimformer.tasks.userdata import DataFiles
+    from slimformer.tasks.userdata import DataFiles  # local: cycle (userdata imports this module)
 
     if not isinstance(d, dict) or not isinstance(d.get("files"), dict):
         raise ConfigError(f"{source}: expected a user task description with 'files'")
