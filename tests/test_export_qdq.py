@@ -151,7 +151,9 @@ def test_export_evaluate_benchmark_on_a_quantized_folder(qat_folder: Path, monke
     ort_metrics = evaluate(onnx_path)
     assert abs(torch_metrics["accuracy"] - ort_metrics["accuracy"]) <= 0.005
     cfg = BenchmarkConfig(batch_sizes=[1, 4], seq_len=16, warmup=1, iters=2, threads=1)
-    monkeypatch.setattr(latency, "compare_runtimes", functools.partial(latency.compare_runtimes, min_time_s=0.01))
+    fast = functools.partial(latency.compare_runtimes, min_time_s=0.01)
+    monkeypatch.setattr(latency, "compare_runtimes", fast)
+    monkeypatch.setattr("slimformer.stages.benchmark.compare_runtimes", fast)  # the stage's own reference
     rows = benchmark_target(qat_folder, cfg)["rows"]
     assert [r["runtime"] for r in rows] == ["pytorch-fp32", "onnxruntime-int8"]
     assert rows[0]["name"] == "W2A8 ternary QAT (PyTorch)" and rows[1]["name"] == "W2A8 ternary QAT (ORT int8)"
@@ -204,7 +206,9 @@ def test_recipe_stages_run_on_a_converted_model(tmp_path: Path, tiny_model_dir: 
         return {"model_dir": str(out)}
 
     monkeypatch.setitem(STAGES, "qat-stand-in", StageSpec("qat-stand-in", StageConfig, convert_stage))
-    monkeypatch.setattr(latency, "compare_runtimes", functools.partial(latency.compare_runtimes, min_time_s=0.01))
+    fast = functools.partial(latency.compare_runtimes, min_time_s=0.01)
+    monkeypatch.setattr(latency, "compare_runtimes", fast)
+    monkeypatch.setattr("slimformer.stages.benchmark.compare_runtimes", fast)  # the stage's own reference
     data = write_sst2(tmp_path, SST2_ROWS)
     stages = [
         {"finetune": {"max_steps": 2, "batch_size": 8, "save_steps": 1, "logging_steps": 1}},
