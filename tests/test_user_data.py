@@ -308,6 +308,7 @@ def test_one_command_writes_its_recipe_and_runs(tmp_path: Path, tiny_tokenizer, 
     assert code == 0
     recipe = (run / "half-depth" / "recipe.yaml").read_text()
     assert "teacher: {}" in recipe and "loss_reference: teacher" in recipe and "student_layers:" in recipe
+    assert "search_split: eval" in recipe  # a test file to report on: the pick is made on the eval split
     assert json.loads((run / "variants.json").read_text())["chosen"] == "half-depth"
     state = json.loads((run / "half-depth" / "state.json").read_text())
     assert [s["name"] for s in state["stages"]] == ["teacher", "distill", "search", "export", "length_benchmark"]
@@ -447,3 +448,26 @@ def test_predict_command_and_bad_inputs(served, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not a length-adaptive graph"):
         slimformer.pipeline(export_dir)(["x"], config=[1.0, 1.0, 1.0])
+
+
+def test_searching_on_the_eval_split_needs_a_test_split_to_report_on(tmp_path: Path) -> None:
+    from slimformer.stages.search import SearchStageConfig, run_search
+
+    cfg = SearchStageConfig(task="sst2", data=str(tmp_path), search_split="eval")
+    with pytest.raises(ConfigError, match="search_split: eval needs a task with a test file"):
+        run_search(cfg, _model_for_search(tmp_path), tmp_path / "out")
+
+
+def _model_for_search(tmp_path: Path) -> Path:
+    from transformers import BertTokenizerFast
+
+    from conftest import tiny_vocab
+    from slimformer.checkpoint import save_model
+    from slimformer.models import ModelMeta
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    model = make_tiny_model("classification", num_labels=2, num_hidden_layers=2)
+    meta = ModelMeta(head="classification", task="sst2", applied=[{"stage": "finetune", "data": str(tmp_path)}])
+    return save_model(model, tok, tmp_path / "m", meta)

@@ -170,6 +170,9 @@ def new_recipe(
                     "seq_len": msl,
                     "gene_form": "ratios",
                     "search_examples": n_search,
+                    # with a test file to report on, pick on the eval split: the teacher may have trained on every
+                    # training example, so its accuracy on held-out *training* data is no reference for --max-loss
+                    **({"search_split": "eval"} if files.test is not None else {}),
                     "loss_reference": "teacher" if layers else "full",  # teacher-depth: the full model is the teacher
                     "max_loss": max_loss,
                     "int8": "dynamic",

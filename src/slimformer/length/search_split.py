@@ -50,11 +50,12 @@ class SearchSplit:
     pool: int
     overlaps: list[str] = field(default_factory=list)
     min_words: int | None = None
+    source: str = "search (held out from the training file)"
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (what a results file states about the split)."""
         return {
-            "split": "search (held out from the training file)",
+            "split": self.source,
             "examples": len(self.indices),
             "features": len(self.data.features),
             "pool": self.pool,

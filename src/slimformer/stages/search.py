@@ -51,11 +51,12 @@ from slimformer.length.evaluate import evaluate_config, evaluate_config_scores
 from slimformer.length.flops import cost_fn
 from slimformer.length.genes import initial_population
 from slimformer.length.search import evolutionary_search
-from slimformer.length.search_split import load_search_split
+from slimformer.length.search_split import SearchSplit, load_search_split
 from slimformer.models import HeadKind
 from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
 from slimformer.stages.base import RunContext, register_stage, training_stages
 from slimformer.tasks import get_task
+from slimformer.tasks.data import load_eval_set
 
 if TYPE_CHECKING:
     from slimformer.recipe import Recipe
@@ -107,6 +108,13 @@ class SearchStageConfig(LengthBudget, StageConfig):
         description="draw the search split from training examples of at least this many words; null: the task's "
         "default (10 for sst2, whose training file is mostly short phrases and whose dev set is whole sentences; "
         "all examples for other tasks); 0: all examples",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
+    search_split: Literal["train", "eval"] = Field(
+        "train",
+        description="train: held-out training examples (never the split figures are reported on); eval: the task's "
+        "eval split, for tasks whose figures are reported on a test split of their own (a user task with a test "
+        "file) and a teacher that may have trained on every training example",
         json_schema_extra={IDENTITY_WHEN_SET: True},
     )
     eval_batch_size: int = Field(64, ge=1)
@@ -244,19 +252,39 @@ def run_search(
             rep.check_budget(budget.budget_ms, ms_of(smallest), smallest, "ms")
 
     ft = meta.origin() or {}
-    split = load_search_split(
-        spec.name,
-        resolve_data_path(config.data, data_root),
-        tok,
-        records=meta.applied,
-        training_stages=training_stages(),
-        num_examples=config.search_examples,
-        seed=config.seed,
-        max_seq_length=meta.max_seq_length or spec.max_seq_length,
-        squad_split=ft.get("squad_split", "dev-article-split"),
-        doc_stride=ft.get("doc_stride", 128),
-        min_words=config.search_min_words,
-    )
+    if config.search_split == "eval":
+        if spec.files is None or spec.files.test is None:
+            raise ConfigError(
+                "search_split: eval needs a task with a test file to report on (a user task with --test); the "
+                "eval split of a preset is where its figures are reported, so the search never picks on it"
+            )
+        eval_data = load_eval_set(
+            spec.name,
+            resolve_data_path(config.data, data_root),
+            tok,
+            max_seq_length=meta.max_seq_length or spec.max_seq_length,
+            max_examples=config.search_examples,
+        )
+        split = SearchSplit(
+            data=eval_data,
+            indices=list(range(len(eval_data.examples))),
+            pool=len(eval_data.examples),
+            source=f"eval ({spec.files.eval_name}); figures are reported on the test file",
+        )
+    else:
+        split = load_search_split(
+            spec.name,
+            resolve_data_path(config.data, data_root),
+            tok,
+            records=meta.applied,
+            training_stages=training_stages(),
+            num_examples=config.search_examples,
+            seed=config.seed,
+            max_seq_length=meta.max_seq_length or spec.max_seq_length,
+            squad_split=ft.get("squad_split", "dev-article-split"),
+            doc_stride=ft.get("doc_stride", 128),
+            min_words=config.search_min_words,
+        )
 
     def metric(gene: tuple[int, ...]) -> float:
         cfg = rep.gene_config(gene, config.gene_form, n)
@@ -290,7 +318,8 @@ def run_search(
         seed=config.seed,
         store=out / "search.json",
         model_id=f"{model_dir.resolve()}#{model_fingerprint(model_dir)}",
-        metric_name=f"{spec.main_metric}@search-split(n={config.search_examples},seed={config.seed}{min_words})"
+        metric_name=f"{spec.main_metric}@{config.search_split if config.search_split == 'eval' else 'search'}-split"
+        f"(n={config.search_examples},seed={config.seed}{min_words})"
         f"/{config.gene_form}@N={n}",
         cost_name=cost_name,
         progress=config.progress,
