@@ -97,6 +97,8 @@ def run_length_benchmark(
     searched = load_model(front["searched_model"])
     meta, tok = searched.meta, searched.tokenizer
     teacher_dir = config.teacher or (meta.stage("distill") or {}).get("teacher")
+    if not teacher_dir and meta.stage("distill") is None and meta.teacher_source == "hf-folder":
+        teacher_dir = front["searched_model"]  # no distillation: the searched model is the user's teacher itself
     if not teacher_dir:
         raise ConfigError("length_benchmark: set teacher: <folder> (no distill stage recorded a teacher)")
     plain_dir = config.student or student
