@@ -45,7 +45,11 @@ def _optimum_side(a: argparse.Namespace) -> None:
     exported.save_pretrained(out / "fp32")
     ORTOptimizer.from_pretrained(exported).optimize(AutoOptimizationConfig.O2(), save_dir=out / "o2")
     quantizer = ORTQuantizer.from_pretrained(out / "o2", file_name="model_optimized.onnx")
-    quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False), save_dir=out / "int8")
+    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    try:
+        quantizer.quantize(qconfig, save_dir=out / "int8")
+    except RuntimeError as e:  # recorded: the documented path fails on this onnxruntime
+        (out / "optimum_int8_error.txt").write_text(" ".join(str(e).split()), encoding="utf-8")
     texts = json.loads(Path(a.texts).read_text(encoding="utf-8"))
     tok = AutoTokenizer.from_pretrained(a.export)
     logits = {}
@@ -57,7 +61,7 @@ def _optimum_side(a: argparse.Namespace) -> None:
             rows.append(model(**enc).logits)
         logits[name] = np.concatenate(rows).tolist()
     (out / "optimum_logits.json").write_text(json.dumps(logits), encoding="utf-8")
-    print("optimum side done:", sorted(p.name for p in (out / "int8").iterdir()))
+    print("optimum side done")
 
 
 def _ensure_venv() -> Path:
@@ -147,23 +151,29 @@ def main(argv: list[str] | None = None) -> None:
     if not (ours_dir / "onnx" / "model.int8.onnx").is_file():
         import_teacher(TeacherConfig(model=a.teacher, task=meta.task, data="."), ours_dir / "model")
         export_model(ours_dir / "model", ExportConfig(int8="dynamic"), out=ours_dir / "onnx")
-    optimum_int8 = next((work / "int8").glob("*.onnx"))
+    error_file = work / "optimum_int8_error.txt"
+    optimum_error = error_file.read_text(encoding="utf-8") if error_file.is_file() else None
+    optimum_int8 = next((work / "int8").glob("*.onnx"), None) if optimum_error is None else None
     sessions = {
         "slimformer int8 teacher (export --int8 dynamic)": OrtModel(
             ours_dir / "onnx" / "model.int8.onnx", intra_op_num_threads=a.threads
         ),
-        "Optimum int8 teacher (O2 + avx512_vnni dynamic)": OrtModel(optimum_int8, intra_op_num_threads=a.threads),
     }
+    if optimum_int8 is not None:
+        sessions["Optimum int8 teacher (O2 + avx512_vnni dynamic)"] = OrtModel(
+            optimum_int8, intra_op_num_threads=a.threads
+        )
     first = test.features[:32]
     rows = []
-    for label, seq_len in (("real", max(len(f["input_ids"]) for f in first)), ("64", 64)):
+    settings = (("real", max(len(f["input_ids"]) for f in first)), ("64", 64))
+    for label, seq_len in settings if optimum_int8 is not None else ():  # nothing to compare when Optimum failed
         batch = pad_batch(first, pipe.tokenizer.pad_token_id or 0, length=seq_len)
         rounds = [
             compare_runtimes(sessions, batch, seq_len=seq_len, threads=a.threads, rounds=1) for _ in range(a.rounds)
         ]
         names = list(sessions)
         for name in names:
-            ratio = [r[name].throughput_bs32 / r[names[1]].throughput_bs32 for r in rounds]
+            ratio = [r[name].throughput_bs32 / r[names[-1]].throughput_bs32 for r in rounds]
             rows.append(
                 {
                     "name": name,
@@ -173,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                     "latency_ms_bs1": statistics.median(r[name].latency_ms_bs1 for r in rounds),
                     "throughput_bs32": statistics.median(r[name].throughput_bs32 for r in rounds),
                     "throughput_x_optimum": {"median": statistics.median(ratio), "min": min(ratio), "max": max(ratio)},
+                    "throughput_x_optimum_text": f"{statistics.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f})",
                 }
             )
     atomic_write_json(
@@ -183,7 +194,23 @@ def main(argv: list[str] | None = None) -> None:
             f"--export {a.export} --rounds {a.rounds}",
             "machine": machine_info(a.threads),
             "task": meta.task,
+            "metric": "accuracy",
             "optimum_loads_slimformer_export": agreement,
+            "notes": "Optimum's ORTModelForSequenceClassification on slimformer's export folder: "
+            + "; ".join(
+                f"{k}: {v['same_argmax']}/{v['texts']} same arg-max, max |logit diff| {v['max_abs_logit_diff']:.3g}"
+                for k, v in agreement.items()
+            )
+            + (f". Optimum's O2 + avx512_vnni int8 path failed here: {optimum_error}" if optimum_error else ""),
+            "columns": [
+                ["name", "int8 model"],
+                ["inputs", "inputs"],
+                ["seq_len", "tokens"],
+                ["latency_ms_bs1", "bs-1 ms"],
+                ["throughput_bs32", "bs-32 seq/s"],
+                ["throughput_x_optimum_text", "x Optimum (median, range)"],
+            ],
+            "optimum_int8_error": optimum_error,
             "rows": rows,
         },
     )
