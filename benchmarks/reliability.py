@@ -85,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "reliability",
             "command": "python benchmarks/reliability.py",
             "machine": machine_info(),
+            "task": "bad-input",  # not a model task: the CLI on hostile inputs
+            "metric": "clean fraction",
             "bad_input": bad_input,
+            "rows": [
+                {"name": group, "metric_value": g["clean"] / g["cases"], "cases": g["cases"], "clean": g["clean"]}
+                for group, g in bad_input["groups"].items()
+            ],
         }
     )
     atomic_write_json(args.out, results)
