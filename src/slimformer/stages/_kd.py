@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from slimformer.checkpoint import load_model
+from slimformer.checkpoint import load_model, save_model
 from slimformer.config import resolve_data_path
 from slimformer.distill.loss import DistillationLoss
 from slimformer.errors import ConfigError
 from slimformer.evaluate import check_model_for_task, evaluate_predictor, torch_predictor
+from slimformer.io import atomic_write_json
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
 from slimformer.stages.base import RunContext, quantized_stages
 from slimformer.tasks import get_task
@@ -37,6 +38,7 @@ __all__ = [
     "train_student",
     "evaluate_model",
     "student_meta",
+    "save_student",
 ]
 
 
@@ -230,4 +232,22 @@ def student_meta(teacher_meta: ModelMeta, config: KDTrainConfig, record: dict[st
         labels=teacher_meta.labels,
         task_spec=teacher_meta.task_spec,
         teacher_source=teacher_meta.teacher_source,
+    )
+
+
+def save_student(
+    student: SlimModel,
+    tokenizer: Any,
+    out: Path,
+    teacher_meta: ModelMeta,
+    config: KDTrainConfig,
+    record: dict[str, Any],
+    metrics: dict[str, float],
+    run: KDRun,
+) -> None:
+    """Save a trained student (``slimformer.json`` from :func:`student_meta`) and its ``eval_results.json``."""
+    save_model(student, tokenizer, out, student_meta(teacher_meta, config, record))
+    atomic_write_json(
+        Path(out) / "eval_results.json",
+        {"task": config.task, "metrics": metrics, "train_loss": run.train_loss, "steps": run.steps},
     )

@@ -15,15 +15,13 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from slimformer.checkpoint import save_model
 from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
-from slimformer.io import atomic_write_json
 from slimformer.stages._kd import (
     KDTrainConfig,
     evaluate_model,
     load_teacher,
-    student_meta,
+    save_student,
     teacher_dir,
     train_student,
 )
@@ -110,11 +108,7 @@ def run_distill(
         "steps": run.steps,
         "train_loss": run.train_loss,
     }
-    save_model(student, tok, out, student_meta(loaded.meta, config, record))
-    atomic_write_json(
-        out / "eval_results.json",
-        {"task": config.task, "metrics": metrics, "train_loss": run.train_loss, "steps": run.steps},
-    )
+    save_student(student, tok, out, loaded.meta, config, record, metrics, run)
     return {
         "model_dir": str(out),
         "metrics": metrics,

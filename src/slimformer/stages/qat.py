@@ -23,9 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from slimformer.checkpoint import save_model
 from slimformer.errors import ConfigError
-from slimformer.io import atomic_write_json
 from slimformer.quant.granularity import PerRow, PerTensor
 from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight
 from slimformer.quant.qat import QATConfig, convert_qat_, prepare_qat_
@@ -34,7 +32,7 @@ from slimformer.stages._kd import (
     KDTrainConfig,
     evaluate_model,
     load_teacher,
-    student_meta,
+    save_student,
     teacher_dir,
     train_student,
 )
@@ -167,11 +165,7 @@ def run_qat(
         "steps": run.steps,
         "train_loss": run.train_loss,
     }
-    save_model(student, loaded.tokenizer, out, student_meta(loaded.meta, config, record))
-    atomic_write_json(
-        out / "eval_results.json",
-        {"task": config.task, "metrics": metrics, "train_loss": run.train_loss, "steps": run.steps},
-    )
+    save_student(student, loaded.tokenizer, out, loaded.meta, config, record, metrics, run)
     return {
         "model_dir": str(out),
         "quantized": True,
