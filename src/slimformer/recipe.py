@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slimformer import dist
 from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
@@ -302,17 +303,23 @@ def run_recipe(
     rd.mkdir(parents=True, exist_ok=True)
     resolved_path, state_path = rd / "recipe.resolved.yaml", rd / "state.json"
     resolved = yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False)
-    done: list[dict[str, Any]] = []
-    if state_path.is_file() and not restart:
-        done = _read_state(state_path)
+    dist.init()
+    # several processes: every rank takes the main process's reading of state.json (it may write it any moment)
+    done: list[dict[str, Any]] = dist.on_main(
+        lambda: _read_state(state_path) if state_path.is_file() and not restart else []
+    )
 
     def write_records(stages: list[dict[str, Any]]) -> None:
         # The records change together, and only once a stage has finished (or a record is migrated): a stage that
         # refuses to run (an impossible budget, bad data) leaves the run folder's records as they were.
+        if not dist.is_main():  # several processes: one writer (slimformer.dist)
+            return
         atomic_write_text(resolved_path, resolved)
         atomic_write_json(state_path, {"recipe": recipe.name, "stages": stages})
 
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
+    if not dist.is_main():
+        log = _quiet
     resuming = True
     for i, (name, cfg) in enumerate(recipe.stages):
         h = _config_hash(name, cfg)
@@ -336,13 +343,22 @@ def run_recipe(
         resuming = False
         done = done[:i]
         log(f"[{i + 1}/{len(recipe.stages)}] {name}: running")
-        outputs = STAGES[name].handler(ctx, cfg)
+        spec = STAGES[name]
+        if spec.trains:  # every process trains (data-parallel); the stage writes its folder on the main one
+            outputs = {**spec.handler(ctx, cfg), "processes": dist.world_size()}
+        else:  # exports, searches, evaluations, benchmarks, reports: once, on the main process
+            outputs = dist.on_main(lambda spec=spec, cfg=cfg: spec.handler(ctx, cfg))
         ctx.record(name, outputs)
         done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
         write_records(done)
-    if not resolved_path.is_file():  # every stage was done earlier, by a run that wrote no resolved recipe
+    if not resolved_path.is_file() and dist.is_main():  # every stage was done earlier, by a run without one
         atomic_write_text(resolved_path, resolved)
+    dist.barrier()
     return ctx
+
+
+def _quiet(message: str) -> None:
+    """The log of a non-main process: the main one reports progress."""
 
 
 def _read_state(path: Path) -> list[dict[str, Any]]:

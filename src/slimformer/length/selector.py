@@ -146,7 +146,7 @@ def forward_with_config(
     """Run ``model`` with a length configuration (LAT inference; also the sub-model passes of training).
 
     Args:
-        model: a :class:`SlimModel` (classification or QA head).
+        model: a :class:`SlimModel` (classification or QA head), or a ``DistributedDataParallel`` wrapping one.
         input_ids, attention_mask, token_type_ids: ``(B, N)``.
         config: the length configuration; ``None`` = plain forward (no selection at all).
         restore: Drop-and-Restore; default ``True`` for span QA (start/end logits ``(B, N)`` for every token,
@@ -164,9 +164,10 @@ def forward_with_config(
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    inner = getattr(model, "module", model)  # a data-parallel (DDP) wrapper runs the forward; attributes are inside
     if restore is None:
-        restore = model.head is HeadKind.QA
+        restore = inner.head is HeadKind.QA
     keep = None
     if config is not None:
-        keep = LengthSelector.from_config(config, model.num_layers, attention_mask)
+        keep = LengthSelector.from_config(config, inner.num_layers, attention_mask)
     return model(input_ids, attention_mask, token_type_ids, keep=keep, restore=restore, layers=layers, **labels)

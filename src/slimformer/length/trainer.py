@@ -59,7 +59,8 @@ _LABELS = ("labels", "start_positions", "end_positions")
 
 
 def _logits(model: SlimModel, out: TaskOutput) -> Tensor | tuple[Tensor, Tensor]:
-    return out.logits if model.head is HeadKind.CLASSIFICATION else (out.start_logits, out.end_logits)
+    head = getattr(model, "module", model).head  # ``model`` may be the DDP wrapper of several processes
+    return out.logits if head is HeadKind.CLASSIFICATION else (out.start_logits, out.end_logits)
 
 
 def _detach(z: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
@@ -114,7 +115,7 @@ def sandwich_loss(
     if full.loss is None:
         raise ValueError(f"the batch has none of {list(_LABELS)}; LengthDrop training needs task labels")
     teacher = _detach(_logits(model, full))
-    regression = model.head is HeadKind.CLASSIFICATION and teacher.shape[-1] == 1
+    regression = getattr(model, "module", model).head is HeadKind.CLASSIFICATION and teacher.shape[-1] == 1
     full_loss, logs = full.loss, {}
     if teacher_weight > 0:
         if regression:
@@ -220,7 +221,9 @@ class LengthDropTrainer(Trainer):
         if self.state.global_step != self._rng_step:  # a function of (seed, step): resuming draws the same
             self._rng_step = self.state.global_step
             self.length_rng.seed(f"{self.length_seed}:{self._rng_step}")
-        self.last_sandwich = sandwich(self.seq_len, model.num_layers, self.length_rng, **self.sandwich_kwargs)
+        # several processes: ``model`` is the DDP wrapper (forward through it, attributes from the module inside)
+        inner = getattr(model, "module", model)
+        self.last_sandwich = sandwich(self.seq_len, inner.num_layers, self.length_rng, **self.sandwich_kwargs)
         teacher_logits = None
         if self.teacher is not None:
             if self.teacher.training:  # something called .train() on it: the teacher always runs without dropout

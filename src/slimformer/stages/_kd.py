@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
+from slimformer import dist
 from slimformer.checkpoint import load_model, save_model
 from slimformer.config import resolve_data_path
 from slimformer.distill.loss import DistillationLoss
@@ -186,9 +187,9 @@ def train_student(
         teacher=teacher,
         kd_loss=kd_loss,
     )
-    last = prepare_checkpoints(work_dir, resume_record(config, **(identity or {})), resume=True)
+    last = dist.on_main(lambda: prepare_checkpoints(work_dir, resume_record(config, **(identity or {})), resume=True))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
-    remove_checkpoints(work_dir)
+    dist.on_main(lambda: remove_checkpoints(work_dir))
     student.eval()
     return KDRun(len(train.examples), len(train.features), result.global_step, float(result.training_loss))
 

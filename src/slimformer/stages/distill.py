@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from slimformer import dist
 from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
 from slimformer.stages._kd import (
@@ -99,6 +100,22 @@ def run_distill(
         identity={"teacher": str(Path(teacher).resolve())},
         callbacks=callbacks,
     )
+    # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
+    return dist.on_main(lambda: _finish(student, tok, config, loaded, teacher, out, run, kd, data_root))
+
+
+def _finish(
+    student: Any,
+    tok: Any,
+    config: DistillStageConfig,
+    loaded: Any,
+    teacher: str | Path,
+    out: Path,
+    run: Any,
+    kd: Any,
+    data_root: str | None,
+) -> dict[str, Any]:
+    """Score the trained student on the dev set and save it (the main process only)."""
     metrics = evaluate_model(student, tok, config, teacher_meta=loaded.meta, data_root=data_root)
     record = {
         "stage": "distill",

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from slimformer import dist
 from slimformer.checkpoint import load_pretrained, save_model
 from slimformer.config import PREVIOUS_MODEL, identity_dump, resolve_data_path
 from slimformer.errors import ConfigError
@@ -145,9 +146,28 @@ def finetune(
         processing_class=tok,
     )
     # records written before save_steps / save_total_limit became run-control held the whole config
-    last = prepare_checkpoints(ckpt, resume_record(config), resume, legacy=config.model_dump(mode="json"))
+    last = dist.on_main(
+        lambda: prepare_checkpoints(ckpt, resume_record(config), resume, legacy=config.model_dump(mode="json"))
+    )
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    # several processes: the weights are equal on every rank after training; one process evaluates and writes
+    return dist.on_main(lambda: _finish(model, tok, config, spec, out, ckpt, train, dev, result, msl, labels))
 
+
+def _finish(
+    model: Any,
+    tok: Any,
+    config: FinetuneConfig,
+    spec: Any,
+    out: Path,
+    ckpt: Path,
+    train: Any,
+    dev: Any,
+    result: Any,
+    msl: int,
+    labels: list[str] | None,
+) -> FinetuneResult:
+    """Score the trained model on the dev set and write its folder (the main process only)."""
     metrics = evaluate_predictor(
         torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0
     )

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from slimformer import dist
 from slimformer.checkpoint import load_model, save_model
 from slimformer.config import IDENTITY_WHEN_SET, resolve_data_path
 from slimformer.errors import ConfigError
@@ -163,8 +164,27 @@ def train_length_adaptive(
         teacher_temperature=config.teacher_temperature,
         callbacks=callbacks,
     )
-    last = prepare_checkpoints(ckpt, resume_record(config, **identity), resume=True)
+    last = dist.on_main(lambda: prepare_checkpoints(ckpt, resume_record(config, **identity), resume=True))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
+    return dist.on_main(lambda: _finish(model, tok, config, meta, layer_drop, msl, train, dev, out, ckpt, result))
+
+
+def _finish(
+    model: Any,
+    tok: Any,
+    config: LengthStageConfig,
+    meta: Any,
+    layer_drop: float,
+    msl: int,
+    train: Any,
+    dev: Any,
+    out: Path,
+    ckpt: Path,
+    result: Any,
+) -> dict[str, Any]:
+    """Score the full-length model on the dev set and write the LengthDrop model folder (the main process only)."""
+    spec = get_task(config.task)
     full = LengthConfig.full(model.num_layers)
     metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
     meta.applied.append(

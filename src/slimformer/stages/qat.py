@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from slimformer import dist
 from slimformer.errors import ConfigError
 from slimformer.quant.granularity import PerRow, PerTensor
 from slimformer.quant.modules import ActivationQuantizer, BinaryWeight, TernaryWeight, UniformWeight
@@ -151,6 +152,21 @@ def run_qat(
         identity={"teacher": str(Path(teacher).resolve())},
         callbacks=callbacks,
     )
+    # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
+    return dist.on_main(lambda: _finish(student, config, loaded, teacher, out, run, kd, data_root))
+
+
+def _finish(
+    student: Any,
+    config: QATStageConfig,
+    loaded: Any,
+    teacher: str | Path,
+    out: Path,
+    run: Any,
+    kd: Any,
+    data_root: str | None,
+) -> dict[str, Any]:
+    """Convert the trained student to its quantized form, score it on the dev set and save it (main process)."""
     convert_qat_(student)
     student.eval()
     metrics = evaluate_model(student, loaded.tokenizer, config, teacher_meta=loaded.meta, data_root=data_root)

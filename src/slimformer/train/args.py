@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from slimformer import dist
+
 __all__ = ["training_arguments"]
 
 
 def training_arguments(config: Any, output_dir: str | Path, *, checkpoints: bool = False, **overrides: Any) -> Any:
     """``TrainingArguments`` from a stage config with the training-budget fields of ``FinetuneConfig``.
 
+    ``batch_size`` is the global batch: on ``P`` processes (``accelerate launch``) each takes ``batch_size / P``
+    rows of every step (:func:`slimformer.dist.per_process_batch`), so the recipe trains the same at any scale.
     Linear schedule, ``warmup_ratio`` as a fraction of the total steps (transformers 5: a float ``< 1`` passed as
     ``warmup_steps``), no evaluation during training, no logging integrations, CPU unless CUDA is present, the
     dataset columns kept (our collators need them).
@@ -25,13 +29,17 @@ def training_arguments(config: Any, output_dir: str | Path, *, checkpoints: bool
 
     Returns:
         A ``transformers.TrainingArguments``.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of the number of processes.
     """
     import torch
     from transformers import TrainingArguments
 
+    dist.init()  # several processes: join the group first (gloo on CPU; see slimformer.dist)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=dist.per_process_batch(config.batch_size),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
@@ -46,6 +54,7 @@ def training_arguments(config: Any, output_dir: str | Path, *, checkpoints: bool
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        ddp_timeout=int(dist.WAIT.total_seconds()),
     )
     if hasattr(config, "eval_batch_size"):
         kwargs["per_device_eval_batch_size"] = config.eval_batch_size
