@@ -4,9 +4,12 @@
 or a PyTorch model folder, and turns texts, text pairs or (question, context) pairs into labels with scores,
 regression values, or answer spans. Inputs are tokenized like the task's data, batched and padded exactly as
 evaluation does (:func:`slimformer.evaluate.predict`: length-sorted batches of ``batch_size``), so the predictions on
-an eval split are the ones evaluation scored. On a length-adaptive graph the caller picks the length configuration
-per call (``config=``, a ``LengthConfig`` or a ratio list; or ``front_point=`` an index of the search's front,
-``max_flops=`` / ``budget_ms=`` the cheapest front point within it), with no new session.
+an eval split are the ones evaluation scored. A graph with dynamic activation scales (dynamic int8 PTQ, a QAT QDQ
+graph) runs each input alone by default (``batch_size`` 1): its int8 scales follow each batch's maximum, so a
+text's label would otherwise depend on the other texts of the call; evaluation scores such graphs the same way.
+On a length-adaptive graph the caller picks the length configuration per call (``config=``, a ``LengthConfig`` or a
+ratio list; or ``front_point=`` an index of the search's front, ``max_flops=`` / ``budget_ms=`` the cheapest front
+point within it), with no new session.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from slimformer.export.length_ort import LengthOrtModel
 from slimformer.length.config import LengthConfig
 from slimformer.length.selection import gene_config
 from slimformer.models import HeadKind
+from slimformer.quant import has_dynamic_activation_quantizers
 from slimformer.tasks import QAExample, postprocess_qa_predictions, prepare_eval_features
 
 __all__ = ["Pipeline", "pipeline"]
@@ -50,7 +54,9 @@ class Pipeline:
             PyTorch model folder written by slimformer.
         runtime: ``int8`` / ``fp32`` (ONNX Runtime) or ``pytorch``; default: int8 if present, else fp32, else PyTorch.
         threads: ONNX Runtime / torch threads (default: physical cores).
-        batch_size: sequences per batch (as evaluation batches them).
+        batch_size: sequences per batch (as evaluation batches them); default: 1 for a graph or model with dynamic
+            activation scales (each input alone, independent of the rest of the call; what evaluation reports),
+            32 otherwise.
         max_seq_length: tokens per sequence (default: the model's).
         front: the search's ``front.json`` (for ``front_point`` / ``max_flops`` / ``budget_ms``; default: the
             run's, found beside the export folder when there is one).
@@ -66,7 +72,7 @@ class Pipeline:
         *,
         runtime: str | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         max_seq_length: int | None = None,
         front: PathLike | None = None,
     ) -> None:
@@ -78,7 +84,6 @@ class Pipeline:
         self.meta = read_meta(self.folder)
         self.head = HeadKind(self.meta.head)
         self.labels = self.meta.labels
-        self.batch_size = batch_size
         self.max_seq_length = max_seq_length or self.meta.max_seq_length or 128
         found = {"int8": self.folder / INT8_FILE, "fp32": self.folder / FP32_FILE}
         if runtime is None:
@@ -91,6 +96,7 @@ class Pipeline:
             loaded = load_model(self.folder)
             self.tokenizer = loaded.tokenizer
             self._predict = torch_predictor(loaded.model)
+            dynamic = has_dynamic_activation_quantizers(loaded.model)
             if threads:
                 import torch
 
@@ -109,6 +115,10 @@ class Pipeline:
                 default = plain.metadata.get("slimformer.length_config")
                 self.session.set_config(LengthConfig.from_dict(json.loads(default)) if default else None)  # type: ignore[union-attr]
             self._predict = self.session
+            dynamic = plain.dynamic_activations
+        #: whether outputs depend on batching (activation scales per batch); then batch_size defaults to 1
+        self.dynamic_activations = dynamic
+        self.batch_size = batch_size if batch_size is not None else (1 if dynamic else 32)
         self.front = self._find_front(front)
 
     # ---------------------------------------------------------------- length configurations

@@ -159,10 +159,36 @@ def render_report_markdown(report: Mapping[str, Any]) -> str:
     notes = [f"- **{_cell(str(r['name']))}**: {_cell(str(r['notes']))}" for r in rows if r.get("notes")]
     if notes:
         parts.append("Notes:\n\n" + "\n".join(notes) + "\n")
+    batching = _batching_lines(rows)
+    if batching:
+        parts.append(batching)
     parts.append(
         "Latency: median ms per batch-1 call. Throughput: 32 / median seconds per batch-32 call. MB = 10^6 bytes.\n"
     )
     return "\n".join(parts)
+
+
+def _batching_lines(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The "Metric batching" section: each row's ``batching_text``, its ``batching_spread`` and ``advice``."""
+    lines = []
+    for r in rows:
+        if not r.get("batching_text"):
+            continue
+        line = f"- **{_cell(str(r['name']))}**: {_cell(str(r['batching_text']))}"
+        if r.get("dynamic_activations"):
+            line += " (dynamic activation scales: the figure depends on batching)"
+        spread = r.get("batching_spread")
+        if spread:
+            each = ", ".join(
+                f"bs {b['batching']['batch_size']} {_fmt_metric(b['metrics']['main'])}" for b in spread["rows"]
+            )
+            line += f"; across batchings: {each} (spread {_fmt_metric(spread['spread'])})"
+        if r.get("advice"):
+            line += f". {_cell(str(r['advice']))}"
+        lines.append(line)
+    if not lines:
+        return ""
+    return "Metric batching (how each row's inputs were batched for its metric):\n\n" + "\n".join(lines) + "\n"
 
 
 def write_report(run_dir: str | os.PathLike[str], report: Mapping[str, Any]) -> tuple[Path, Path]:

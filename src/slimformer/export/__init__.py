@@ -9,7 +9,7 @@ from slimformer.export.files import FP32_FILE, INT8_FILE
 from slimformer.export.int8_config import Int8Config
 from slimformer.export.onnx import ExportWrapper, export_mode, export_onnx, validate_outputs
 from slimformer.export.optimize import optimize_onnx
-from slimformer.export.ort import OrtModel, require_onnxruntime
+from slimformer.export.ort import OrtModel, dynamic_activation_scales, require_onnxruntime
 from slimformer.export.quantize import quantize_dynamic_int8, quantize_int8, quantize_static_int8
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec, uses_token_type_ids
 
@@ -27,6 +27,7 @@ __all__ = [
     "quantize_static_int8",
     "optimize_onnx",
     "OrtModel",
+    "dynamic_activation_scales",
     "require_onnxruntime",
     "DummyInputGenerator",
     "OnnxSpec",

@@ -15,8 +15,9 @@ import numpy as np
 
 from slimformer.bench.machine import physical_cores
 from slimformer.errors import ModelLoadError
+from slimformer.export._proto import load_proto
 
-__all__ = ["OrtModel", "require_onnxruntime", "GraphOptLevel"]
+__all__ = ["OrtModel", "require_onnxruntime", "GraphOptLevel", "dynamic_activation_scales"]
 
 GraphOptLevel = Literal["disable", "basic", "extended", "all"]
 _OPT_LEVELS = {
@@ -38,6 +39,40 @@ def require_onnxruntime() -> Any:
     except ImportError as e:
         raise ImportError("ONNX Runtime is needed for this: pip install 'slimformer[onnx]'") from e
     return onnxruntime
+
+
+#: Operators that quantize an activation with a scale computed from that very tensor at run time.
+_DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+
+
+def dynamic_activation_scales(path: str | os.PathLike[str]) -> bool:
+    """Whether an ONNX graph quantizes activations with scales computed per call (so per *batch*) at run time.
+
+    True for ONNX Runtime dynamic int8 PTQ (``DynamicQuantizeLinear`` / ``DynamicQuantizeMatMul``) and for the QDQ
+    graph of a QAT model with activation quantizers (a ``QuantizeLinear`` whose scale is computed, ``ReduceMax``
+    of the tensor); False for fp32 graphs, static int8 (every scale an initializer or a ``Constant``) and
+    weight-only QAT graphs. Such a graph's output for one input depends on the other inputs of its batch (and their
+    padding): the scale is the maximum over the whole batch tensor. Subgraphs (``If`` / ``Loop``) are searched too.
+
+    Raises:
+        ExportError: ``path`` is not a readable ONNX model.
+    """
+
+    def walk(graph: Any, constants: set[str]) -> bool:
+        constants = constants | {i.name for i in graph.initializer}
+        constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        for node in graph.node:
+            if node.op_type in _DYNAMIC_QUANT_OPS:
+                return True
+            if node.op_type == "QuantizeLinear" and len(node.input) > 1 and node.input[1] not in constants:
+                return True
+            for attr in node.attribute:
+                subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                if any(walk(g, constants) for g in subgraphs):
+                    return True
+        return False
+
+    return walk(load_proto(path, load_external_data=False).graph, set())
 
 
 class OrtModel:
@@ -94,11 +129,20 @@ class OrtModel:
             ) from None
         self.input_names: tuple[str, ...] = tuple(i.name for i in self.session.get_inputs())
         self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
+        self._dynamic: bool | None = None
 
     @property
     def file_size_mb(self) -> float:
         """Size of the ONNX file in MB (10^6 bytes)."""
         return self.path.stat().st_size / 1e6
+
+    @property
+    def dynamic_activations(self) -> bool:
+        """Whether this graph computes activation scales per batch at run time (:func:`dynamic_activation_scales`):
+        then its outputs depend on batching, and evaluation defaults to batch size 1. Read once, then cached."""
+        if self._dynamic is None:
+            self._dynamic = dynamic_activation_scales(self.path)
+        return self._dynamic
 
     @property
     def metadata(self) -> dict[str, str]:

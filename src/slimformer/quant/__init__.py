@@ -35,6 +35,7 @@ from slimformer.quant.modules import (
     TernaryWeight,
     UniformWeight,
     WeightQuantizer,
+    has_dynamic_activation_quantizers,
 )
 from slimformer.quant.packing import STORAGE_BITS, pack_codes, unpack_codes
 from slimformer.quant.primitives import (
@@ -78,6 +79,7 @@ __all__ = [
     "TernaryWeight",
     "UniformWeight",
     "WeightQuantizer",
+    "has_dynamic_activation_quantizers",
     "QATConfig",
     "QuantizationState",
     "convert_qat_",

@@ -41,6 +41,7 @@ __all__ = [
     "ActivationQuantizer",
     "FakeQuantLinear",
     "QuantizedLinear",
+    "has_dynamic_activation_quantizers",
 ]
 
 
@@ -301,3 +302,12 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return _repr(self)
+
+
+def has_dynamic_activation_quantizers(model: nn.Module) -> bool:
+    """Whether any Linear of ``model`` fake-quantizes its input with an :class:`ActivationQuantizer`.
+
+    Its scale is the max-abs of the whole input tensor, recomputed every forward: a row's output then depends on
+    the other rows of its batch (and their padding), so evaluation batching changes the figure.
+    """
+    return any(isinstance(m, (FakeQuantLinear, QuantizedLinear)) and m.act_q is not None for m in model.modules())

@@ -1,4 +1,10 @@
-"""The ``benchmark`` stage: accuracy, latency (bs 1), throughput (bs 32) and size of every runtime of a run."""
+"""The ``benchmark`` stage: accuracy, latency (bs 1), throughput (bs 32) and size of every runtime of a run.
+
+Each row states the batching its metric was measured with (``batching``, ``batching_text``). A graph with dynamic
+activation scales (dynamic int8 PTQ, a QAT QDQ graph) is scored at batch size 1 unless ``eval_batch_size`` is set
+(what a served request gets); the others at 64. ``batchings: [1, 32]`` adds the spread of the int8 graph's metric
+over those batch sizes (``batching_spread`` in its row), with advice towards static int8 when it is large.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,24 @@ from slimformer.bench.latency import compare_runtimes
 from slimformer.bench.machine import file_size_mb, machine_info, physical_cores
 from slimformer.bench.report import make_row, write_report
 from slimformer.checkpoint import load_model
-from slimformer.config import StageConfig, resolve_data_path
+from slimformer.config import IDENTITY_WHEN_SET, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
-from slimformer.evaluate import evaluate_predictor, pad_batch, torch_predictor
+from slimformer.evaluate import (
+    EvalBatching,
+    batching_spread,
+    default_batching,
+    evaluate_predictor,
+    pad_batch,
+    torch_predictor,
+)
 from slimformer.export import FP32_FILE, INT8_FILE, OrtModel
 from slimformer.export._proto import read_metadata
 from slimformer.export.qdq import quantization_summary
 from slimformer.io import read_json
 from slimformer.models import META_FILE
+from slimformer.quant import has_dynamic_activation_quantizers
 from slimformer.stages.base import RunContext, register_stage
+from slimformer.stages.evaluate import spread_advice
 from slimformer.stages.quantize import training_data
 from slimformer.tasks.data import load_eval_set
 
@@ -44,11 +59,25 @@ class BenchmarkConfig(StageConfig):
     )
     evaluate: bool = Field(True, description="also measure the task metric of each runtime on the eval split")
     max_eval_examples: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="inputs per evaluation batch (length-sorted); default: 1 for a graph with dynamic activation "
+        "scales (dynamic int8, QAT: what a served request gets), 64 for the others",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
+    batchings: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="also score the int8 graph under each of these evaluation batch sizes (length-sorted) and "
+        "report the spread of its metric",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
 
-    @field_validator("batch_sizes")
+    @field_validator("batch_sizes", "batchings")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(b < 1 for b in v):
             raise ValueError(f"batch sizes must be ≥ 1, got {v}")
         return v
 
@@ -104,10 +133,27 @@ def benchmark_artifacts(
 
     torch.set_num_threads(threads)
     metrics: dict[str, dict[str, float]] = {}
+    scored: dict[str, dict[str, Any]] = {}  # batching facts of each row's metric
+    pad = tok.pad_token_id or 0
     if config.evaluate:
         for key, (_, model, _) in runtimes.items():
             predictor = torch_predictor(model) if key == "pytorch-fp32" else model
-            metrics[key] = evaluate_predictor(predictor, eval_set, pad_token_id=tok.pad_token_id or 0)
+            dynamic = has_dynamic_activation_quantizers(model) if key == "pytorch-fp32" else model.dynamic_activations
+            batching = default_batching(dynamic, config.eval_batch_size)
+            metrics[key] = evaluate_predictor(predictor, eval_set, batching=batching, pad_token_id=pad)
+            facts: dict[str, Any] = {
+                "batching": batching.to_dict(),
+                "batching_text": batching.describe(),
+                "dynamic_activations": dynamic,
+            }
+            if config.batchings and key == "onnxruntime-int8":
+                extra = [EvalBatching(batch_size=b) for b in config.batchings]
+                spread = batching_spread(predictor, eval_set, list(dict.fromkeys([batching, *extra])), pad_token_id=pad)
+                facts["batching_spread"] = spread
+                advice = spread_advice(spread, dynamic)
+                if advice:
+                    facts["advice"] = advice
+            scored[key] = facts
     feats = eval_set.features[: max(config.batch_sizes)]
     batch = pad_batch(feats, tok.pad_token_id or 0, length=seq_len)
     timings = compare_runtimes(
@@ -143,6 +189,7 @@ def benchmark_artifacts(
                 notes=notes.get(key, ""),
                 threads=threads,
                 metrics=m,
+                **scored.get(key, {}),
             )
         )
     report = {

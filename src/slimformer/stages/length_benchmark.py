@@ -34,7 +34,7 @@ from slimformer.bench.report import make_row, write_report
 from slimformer.checkpoint import load_model
 from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
-from slimformer.evaluate import evaluate_predictor, torch_predictor
+from slimformer.evaluate import EvalBatching, evaluate_predictor, torch_predictor
 from slimformer.export.length_ort import LengthOrtModel, full_length_batch
 from slimformer.export.ort import OrtModel
 from slimformer.io import read_json
@@ -58,7 +58,12 @@ class LengthBenchmarkConfig(StageConfig):
     int8: Literal["dynamic", "static"] | None = Field(None, description="int8 PTQ of the references (default: pick's)")
     calibration_examples: int = Field(256, ge=1, description="static int8: calibration examples")
     max_eval_examples: int | None = Field(None, ge=1, description="cap on report-split examples (None: all)")
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(
+        64,
+        ge=1,
+        description="inputs per evaluation batch (length-sorted, padded to the longest) for every row and front "
+        "point; stated in the report. Dynamic int8 figures move with it (the evaluate stage scores at 1)",
+    )
     truncation: bool = Field(True, description="also score the front's configurations without LengthDrop")
     warmup: int = Field(3, ge=0)
     iters: int = Field(20, ge=1, description="timed batch-1 calls per round (medians reported)")
@@ -142,6 +147,7 @@ def run_length_benchmark(
         doc_stride=ft.get("doc_stride", 128),
     )
     pad = tok.pad_token_id or 0
+    batching = EvalBatching(batch_size=config.eval_batch_size)
     metrics = {
         key: evaluate_predictor(
             torch_predictor(m) if key == "teacher fp32" else m,
@@ -230,6 +236,8 @@ def run_length_benchmark(
                 length_form=form if lengths else None,
                 threads=threads,
                 metrics=metrics[key],
+                batching=batching.to_dict(),
+                batching_text=batching.describe(),
             )
         )
     for r in front_rows:
@@ -248,6 +256,7 @@ def run_length_benchmark(
         "metric": eval_set.spec.main_metric,
         "eval_split": eval_set.split,
         "eval_examples": len(eval_set.examples),
+        "eval_batching": batching.to_dict(),
         "search_split": front["search_split"],
         "selected": front["selected"],
         "timing": {
