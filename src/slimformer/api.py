@@ -18,7 +18,7 @@ from slimformer.checkpoint import load_model
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text
 from slimformer.models import LoadedModel
-from slimformer.recipe import Recipe, load_recipe, parse_recipe, run_recipe
+from slimformer.recipe import Recipe, load_recipe, parse_recipe, plan_recipe, run_recipe
 from slimformer.stages import RunContext
 from slimformer.stages.benchmark import BenchmarkConfig, benchmark_target
 from slimformer.stages.evaluate import (
@@ -38,6 +38,7 @@ __all__ = [
     "export",
     "benchmark",
     "compress",
+    "plan",
     "model_meta",
     "new_recipe",
     "write_recipe",
@@ -172,6 +173,9 @@ def compress(
 ) -> RunContext:
     """Run a recipe (YAML path or :class:`Recipe`) into its run folder, resuming completed stages.
 
+    Every stage is checked against the task, the data and the earlier stages before the first one runs
+    (:func:`~slimformer.recipe.validate_plan`); :func:`plan` shows the same checked plan without running it.
+
     Args:
         restart: rerun every stage; rerun_from: rerun this stage (name or 0-based index) and every later one
             (:func:`~slimformer.recipe.run_recipe`).
@@ -185,10 +189,40 @@ def compress(
             impossible budget (raised by the ``search`` stage; earlier stages and the search store are kept);
             ``rerun_from`` names no stage.
     """
+    rec = _budgeted(recipe, overrides, data_root, budget)
+    return run_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart, rerun_from=rerun_from)
+
+
+def plan(
+    recipe: PathLike | Recipe | dict[str, Any],
+    *,
+    overrides: list[str] | None = None,
+    run_dir: PathLike | None = None,
+    data_root: str | None = None,
+    restart: bool = False,
+    rerun_from: str | None = None,
+    budget: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The checked plan :func:`compress` would run with the same arguments, without running or writing anything
+    (``compress --dry-run``): per stage ``{stage, action, needs, produces, config}``
+    (:func:`~slimformer.recipe.plan_recipe`). ``recipe`` may also be a raw recipe mapping.
+
+    Raises:
+        ConfigError, DataError: what :func:`compress` would raise before its first stage.
+    """
+    if isinstance(recipe, dict):
+        recipe = parse_recipe(recipe, "<recipe>", data_root=data_root)
+    rec = _budgeted(recipe, overrides, data_root, budget)
+    return plan_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart, rerun_from=rerun_from)
+
+
+def _budgeted(
+    recipe: PathLike | Recipe, overrides: list[str] | None, data_root: str | None, budget: dict[str, float] | None
+) -> Recipe:
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides, data_root=data_root)
     if budget is not None:
         try:
             rec = apply_budget(rec, LengthBudget(**budget))
         except ValidationError as e:
             raise ConfigError(f"budget: {e.errors()[0]['msg']} (got {budget})") from None
-    return run_recipe(rec, run_dir=run_dir, data_root=data_root, restart=restart, rerun_from=rerun_from)
+    return rec

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from slimformer import __version__, api
@@ -139,6 +140,11 @@ class Compress:
         rerun = p.add_mutually_exclusive_group()
         rerun.add_argument("--restart", action="store_true", help="rerun every stage instead of resuming")
         rerun.add_argument("--rerun-from", metavar="STAGE", help="rerun this stage (name or index) and all later ones")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="check every stage against the task, data and earlier stages, print the resolved plan, run nothing",
+        )
         pick = p.add_argument_group("length budget (recipes with a 'search' stage; default: --max-loss 1.0)")
         budget = pick.add_mutually_exclusive_group()
         budget.add_argument("--max-loss", type=float, help="fastest configuration within this loss, in metric points")
@@ -161,6 +167,10 @@ class Compress:
                     "--model/--train picks by --max-loss (against your teacher); write the recipe with "
                     "`slimformer recipe new` and compress it with --budget-ms / --max-flops instead"
                 )
+            if args.dry_run:  # the plan of the first variant the one command tries
+                raw = api.new_recipe(**_user_data(args), max_loss=args.max_loss if args.max_loss is not None else 1.0)
+                _print_plan(api.plan(raw, overrides=args.overrides, run_dir=args.run_dir, data_root=args.data_root))
+                return
             ctx = api.compress_user(
                 **_user_data(args),
                 max_loss=args.max_loss if args.max_loss is not None else 1.0,
@@ -172,8 +182,7 @@ class Compress:
             return
         if recipe is None:
             raise ConfigError("give a recipe file, or --model DIR --train FILE (your model and data)")
-        ctx = api.compress(
-            recipe,
+        kwargs = dict(
             overrides=args.overrides,
             run_dir=args.run_dir,
             data_root=args.data_root,
@@ -181,7 +190,10 @@ class Compress:
             rerun_from=args.rerun_from,
             budget=budget or None,
         )
-        _report(ctx)
+        if args.dry_run:
+            _print_plan(api.plan(recipe, **kwargs))
+            return
+        _report(api.compress(recipe, **kwargs))
 
 
 class Export:
@@ -220,6 +232,13 @@ class Benchmark:
             args.target, config_from_args(BenchmarkConfig, args), data=args.data, data_root=args.data_root
         )
         print(Path(res["report_md"]).read_text(encoding="utf-8"))
+
+
+def _print_plan(rows: list[dict[str, Any]]) -> None:
+    """The checked plan of ``compress --dry-run`` as YAML (nothing ran)."""
+    print(yaml.safe_dump({"plan": rows}, sort_keys=False, allow_unicode=True), end="")
+    runs = sum(r["action"] == "runs" for r in rows)
+    print(f"# checked: {len(rows)} stages, {runs} would run, {len(rows) - runs} done earlier; nothing was run")
 
 
 def _report(ctx: Any) -> None:

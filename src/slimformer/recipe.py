@@ -35,14 +35,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimformer import dist
 from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
-from slimformer.errors import ConfigError
+from slimformer.errors import ConfigError, SlimformerError
 from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
-from slimformer.stages import STAGES, RunContext, StageSpec, register_stage
+from slimformer.stages import STAGES, PlanState, RunContext, StageSpec, register_stage
 from slimformer.stages.teacher import task_head
+from slimformer.tasks import get_task
 from slimformer.tasks.userdata import DataFiles, describe_task
 from slimformer.yamlio import load_yaml, load_yaml_file
 
-__all__ = ["Recipe", "RunContext", "StageSpec", "register_stage", "STAGES", "load_recipe", "run_recipe"]
+__all__ = [
+    "Recipe",
+    "RunContext",
+    "StageSpec",
+    "register_stage",
+    "STAGES",
+    "load_recipe",
+    "run_recipe",
+    "validate_plan",
+    "plan_rows",
+    "plan_recipe",
+]
 
 
 class Recipe(BaseModel):
@@ -180,8 +192,23 @@ def parse_recipe(raw: Any, source: str = "<recipe>", *, data_root: str | None = 
             cfg = spec.config_cls(**kwargs)
         except ValidationError as e:
             raise ConfigError(_format_validation(f"{where}.{name}", e)) from None
+        for_task = getattr(cfg, "for_task", None)  # defaults that depend on the task (a regression KD loss ...)
+        if for_task is not None:
+            cfg = for_task(_task_kind(recipe.task, source), set(kwargs))
         recipe.stages.append((name, cfg))
     return recipe
+
+
+def _task_kind(task: str, source: str) -> str:
+    """The kind of ``task`` (classification, regression, qa).
+
+    Raises:
+        ConfigError: unknown task (names the recipe file).
+    """
+    try:
+        return get_task(task).kind
+    except ConfigError as e:
+        raise ConfigError(f"{source}: task: {e}") from None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -268,6 +295,103 @@ def _stage_position(recipe: Recipe, stage: str) -> int:
     raise ConfigError(f"rerun from {stage!r}: recipe {recipe.name!r} has no such stage (stages: {listed})")
 
 
+def validate_plan(recipe: Recipe, *, data_root: str | None = None, skip: int = 0) -> PlanState:
+    """Check the whole recipe before its first stage runs: every stage gets what it needs from the stages before it,
+    and each stage's ``check`` (:class:`~slimformer.stages.StageSpec`) accepts its config against the task, its head,
+    the data files and the earlier stages. Reads configs and file headers only: seconds, not a training.
+
+    Args:
+        skip: the first ``skip`` stages are done already (resumed): their outputs count, their checks do not run
+            (their data may be gone).
+
+    Returns:
+        The :class:`~slimformer.stages.PlanState` after the last stage.
+
+    Raises:
+        ConfigError, DataError: naming the stage (``stages[<i>].<name>``), the key and what was expected.
+    """
+    state = PlanState(recipe=recipe, task=get_task(recipe.task), data_root=data_root)
+    for i, (name, cfg) in enumerate(recipe.stages):
+        spec = STAGES[name]
+        where = f"recipe {recipe.name!r}: stages[{i}].{name}"
+        if i >= skip:
+            for key in spec.needs:
+                if key not in state.available:
+                    made = " or ".join(repr(p) for p in state.producers(key))
+                    after = f" (the model of {state.quantized_by!r} is quantized)" if state.quantized_by else ""
+                    raise ConfigError(f"{where}: needs {key} from an earlier {made} stage{after}")
+        state.added = set(spec.produces)  # the check may withdraw keys its config does not produce
+        if i >= skip and spec.check is not None:
+            try:
+                spec.check(state, cfg)
+            except SlimformerError as e:
+                raise type(e)(f"{where}: {e}") from None
+        state.available.update(state.added)
+        if spec.produces_model:
+            state.quantized_by = name if spec.quantized_output else None
+        state.stages.append(name)
+    return state
+
+
+def plan_rows(recipe: Recipe, done: list[dict[str, Any]], first_rerun: int | None = None) -> list[dict[str, Any]]:
+    """The resolved plan ``--dry-run`` prints: per stage, whether it is resumed or runs, and its full config."""
+    rows, resuming = [], True
+    for i, (name, cfg) in enumerate(recipe.stages):
+        if first_rerun is not None and i >= first_rerun:
+            resuming = False
+        resuming = resuming and _is_done(done, i, name, cfg)
+        rows.append(
+            {
+                "stage": f"{i}-{name}",
+                "action": "done earlier: skipped (resume)" if resuming else "runs",
+                "needs": list(STAGES[name].needs),
+                "produces": list(STAGES[name].produces),
+                "config": cfg.model_dump(mode="json"),
+            }
+        )
+    return rows
+
+
+def _checked_plan(
+    recipe: Recipe, done: list[dict[str, Any]], first_rerun: int | None, data_root: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`plan_rows` and the number of leading stages resumed, after :func:`validate_plan` of the rest."""
+    rows = plan_rows(recipe, done, first_rerun)
+    skipped = sum(row["action"] != "runs" for row in rows)  # the leading stages done earlier with the same config
+    validate_plan(recipe, data_root=data_root, skip=skipped)
+    return rows, skipped
+
+
+def plan_recipe(
+    recipe: Recipe,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    data_root: str | None = None,
+    restart: bool = False,
+    rerun_from: str | None = None,
+) -> list[dict[str, Any]]:
+    """What :func:`run_recipe` would do with the same arguments, checked (:func:`validate_plan`) but not run: one
+    row per stage (:func:`plan_rows`). Writes nothing (``compress --dry-run``).
+
+    Raises:
+        ConfigError, DataError: a stage that cannot work (as :func:`run_recipe` would raise before its first stage).
+    """
+    first_rerun = None if rerun_from is None else _stage_position(recipe, rerun_from)
+    state_path = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name) / "state.json"
+    done = _read_state(state_path) if state_path.is_file() and not restart else []
+    return _checked_plan(recipe, done, first_rerun, data_root)[0]
+
+
+def _is_done(done: list[dict[str, Any]], i: int, name: str, cfg: StageConfig) -> bool:
+    prev = done[i] if i < len(done) else None
+    return (
+        isinstance(prev, dict)
+        and prev.get("name") == name
+        and prev.get("hash") in {_config_hash(name, cfg), _legacy_hash(name, cfg)}
+        and prev.get("status") == "done"
+    )
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -318,29 +442,19 @@ def run_recipe(
         atomic_write_json(state_path, {"recipe": recipe.name, "stages": stages})
 
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
+    skipped = _checked_plan(recipe, done, first_rerun, data_root)[1]  # a stage that cannot work fails now
     if not dist.is_main():
         log = _quiet
-    resuming = True
     for i, (name, cfg) in enumerate(recipe.stages):
         h = _config_hash(name, cfg)
-        accepted = {h, _legacy_hash(name, cfg)}
-        prev = done[i] if i < len(done) else None
-        if i >= first_rerun:
-            resuming = False
-        if (
-            resuming
-            and isinstance(prev, dict)
-            and prev.get("name") == name
-            and prev.get("hash") in accepted
-            and prev.get("status") == "done"
-        ):
+        if i < skipped:
+            prev = done[i]
             ctx.record(name, prev.get("outputs", {}))
             if prev["hash"] != h:  # a legacy record: store today's identity, so run-control changes stay free
                 prev["hash"] = h
                 write_records(done)
             log(f"[{i + 1}/{len(recipe.stages)}] {name}: done earlier, skipped (resume)")
             continue
-        resuming = False
         done = done[:i]
         log(f"[{i + 1}/{len(recipe.stages)}] {name}: running")
         spec = STAGES[name]

@@ -225,6 +225,24 @@ class DistillationLoss:
             return None
         return {0: 0, **{s + 1: t + 1 for s, t in self.layer_map.items()}}
 
+    def check_task(self, kind: str) -> None:
+        """Check, from the task alone (before any model is loaded), that every logits term fits its head.
+
+        Args:
+            kind: the task's kind, ``"classification"``, ``"regression"`` or ``"qa"``.
+
+        Raises:
+            ConfigError: a softmax term (``logits_kd``, ``soft_cross_entropy``) on a regression task (one output).
+        """
+        if kind != "regression":
+            return
+        for name in self.losses:
+            if name in _SOFTMAX_TERMS:
+                raise ConfigError(
+                    f"kd_losses.{name}: a softmax over 1 output (regression head) is constant; use logits_mse or "
+                    "prediction"
+                )
+
     def validate(self, student: Any, teacher: Any | None) -> None:
         """Check, before training, that ``student`` and ``teacher`` can give every term's inputs.
 
@@ -301,6 +319,10 @@ class DistillationLoss:
         return total, {k: v.detach() for k, v in terms.items()}
 
 
+#: Logits terms that take a softmax over the outputs: meaningless for a regression head (one output).
+_SOFTMAX_TERMS = ("logits_kd", "soft_cross_entropy")
+
+
 def _check_logits(name: str, student: SlimModel, teacher: SlimModel) -> None:
     if student.head is not teacher.head:
         raise ConfigError(f"kd_losses.{name}: student head {student.head.value} != teacher head {teacher.head.value}")
@@ -310,7 +332,7 @@ def _check_logits(name: str, student: SlimModel, teacher: SlimModel) -> None:
         ns, nt = student.config.num_labels, teacher.config.num_labels
         if ns != nt:
             raise ConfigError(f"kd_losses.{name}: student has {ns} labels but teacher has {nt}")
-        if ns == 1 and name in ("logits_kd", "soft_cross_entropy"):
+        if ns == 1 and name in _SOFTMAX_TERMS:
             raise ConfigError(
                 f"kd_losses.{name}: a softmax over 1 output (regression head) is constant; use logits_mse or prediction"
             )

@@ -21,9 +21,11 @@ from slimformer.stages import (  # noqa: F401  (imported to register the stages,
     quantize,
     sdq,
     search,
+    teacher,
 )
 from slimformer.stages.base import (
     STAGES,
+    PlanState,
     RunContext,
     StageSpec,
     quantized_stages,
@@ -34,6 +36,7 @@ from slimformer.stages.base import (
 
 __all__ = [
     "STAGES",
+    "PlanState",
     "RunContext",
     "StageSpec",
     "register_stage",

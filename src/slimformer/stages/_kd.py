@@ -23,7 +23,7 @@ from slimformer.errors import ConfigError
 from slimformer.evaluate import check_model_for_task, evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
-from slimformer.stages.base import RunContext, quantized_stages
+from slimformer.stages.base import STAGES, PlanState, RunContext, quantized_stages
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
@@ -36,6 +36,7 @@ __all__ = [
     "KDRun",
     "load_teacher",
     "teacher_dir",
+    "check_kd_stage",
     "train_student",
     "evaluate_model",
     "student_meta",
@@ -66,6 +67,15 @@ class KDTrainConfig(TrainingOptions):
     def _check_losses(self) -> KDTrainConfig:
         self.loss()  # unknown names, bad weights, nothing to train -> ConfigError (a ValueError) at parse time
         return self
+
+    def for_task(self, kind: str, explicit: set[str]) -> KDTrainConfig:
+        """This config with defaults that fit a task of ``kind``: on a regression task the default loss set
+        distills the one output with ``logits_mse`` instead of the softmax ``logits_kd`` (a loss set the user wrote
+        is kept and checked by :func:`check_kd_stage`). ``explicit``: the option names the recipe set."""
+        if kind != "regression" or "kd_losses" in explicit:
+            return self
+        swap = {"logits_kd": "logits_mse", "soft_cross_entropy": "logits_mse"}
+        return self.model_copy(update={"kd_losses": {swap.get(k, k): w for k, w in self.kd_losses.items()}})
 
     def loss(self) -> DistillationLoss:
         """The :class:`DistillationLoss` these options describe."""
@@ -106,6 +116,23 @@ def load_teacher(path: str | Path, task: str) -> LoadedModel:
     if done is not None:
         raise ConfigError(f"teacher {path} is already quantized (stage {done!r}); give a full-precision teacher")
     return teacher
+
+
+def check_kd_stage(plan: PlanState, config: KDTrainConfig) -> None:
+    """Plan check of a stage that trains a student against a teacher (``distill``, ``qat``, ``sdq``), before the
+    recipe's first stage: a teacher exists (``teacher:`` or an earlier full-precision model), the loss set fits the
+    task's head, the training and eval files are there.
+
+    Raises:
+        ConfigError, DataError: naming the key (``teacher``, ``kd_losses.<name>``) or the file.
+    """
+    if config.teacher is not None:
+        if not Path(config.teacher).expanduser().exists():
+            raise ConfigError(f"teacher: {config.teacher} not found; expected a fine-tuned model folder")
+    elif not any(STAGES[n].produces_model and not STAGES[n].quantized_output for n in plan.stages):
+        raise ConfigError("teacher: no earlier stage writes a full-precision model; add a finetune stage or teacher:")
+    config.loss().check_task(plan.task.kind)
+    plan.check_data(config, "train", "dev")
 
 
 def teacher_dir(ctx: RunContext, teacher: str | None, stage: str) -> str:

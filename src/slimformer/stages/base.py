@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slimformer.config import StageConfig
+from slimformer.config import StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
+from slimformer.tasks.data import check_task_data
 
 if TYPE_CHECKING:
     from slimformer.recipe import Recipe
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = [
     "StageHandler",
     "StageSpec",
+    "StageCheck",
+    "PlanState",
     "STAGES",
     "register_stage",
     "RunContext",
@@ -30,6 +33,8 @@ __all__ = [
 ]
 
 StageHandler = Callable[["RunContext", Any], dict[str, Any]]
+#: ``check(plan, config)``: what a stage can verify before the recipe's first stage runs (see :class:`PlanState`).
+StageCheck = Callable[["PlanState", Any], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,11 @@ class StageSpec:
         trains: the stage trains weights on the task's training data (the search split must avoid what it saw).
         quantized_output: the model it writes holds quantized weights (never a teacher, never PTQ'd again).
         produces_model: it writes a model folder (``outputs["model_dir"]``).
+        needs: output keys an earlier stage must produce (``model_dir``, ``onnx_fp32``, ``front_json`` ...).
+        produces: output keys it produces (its ``check`` may add ones that depend on its config).
+        check: ``check(plan, config)``, run by :func:`~slimformer.recipe.validate_plan` before the recipe's first
+            stage: raises :class:`~slimformer.errors.ConfigError` when the stage cannot work (a loss that does not
+            fit the task's head, an unlabelled split, a teacher of another task ...), in seconds.
     """
 
     name: str
@@ -54,6 +64,9 @@ class StageSpec:
     trains: bool = False
     quantized_output: bool = False
     produces_model: bool = False
+    needs: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    check: StageCheck | None = None
 
 
 #: Stage registry: name -> :class:`StageSpec`, filled by the stage modules that ``slimformer.stages`` imports.
@@ -68,6 +81,9 @@ def register_stage(
     trains: bool = False,
     quantized_output: bool = False,
     produces_model: bool = False,
+    needs: tuple[str, ...] = (),
+    produces: tuple[str, ...] = (),
+    check: StageCheck | None = None,
 ) -> Callable[[StageHandler], StageHandler]:
     """Decorator registering ``handler(ctx, config) -> outputs`` as the stage ``name`` (see :class:`StageSpec`).
 
@@ -78,10 +94,52 @@ def register_stage(
     def deco(fn: StageHandler) -> StageHandler:
         if name in STAGES and STAGES[name].handler is not fn:
             raise ValueError(f"stage {name!r} is registered twice")
-        STAGES[name] = StageSpec(name, config_cls, fn, inherits, trains, quantized_output, produces_model)
+        made = (*produces, "model_dir") if produces_model and "model_dir" not in produces else produces
+        STAGES[name] = StageSpec(
+            name, config_cls, fn, inherits, trains, quantized_output, produces_model, needs, made, check
+        )
         return fn
 
     return deco
+
+
+@dataclass
+class PlanState:
+    """What the stages before the one being checked will have produced, as :func:`validate_plan` walks a recipe.
+
+    Attributes:
+        recipe: the recipe. task: its :class:`~slimformer.tasks.registry.TaskSpec` (kind, labels, files).
+        data_root: root of relative data paths.
+        available: output keys of the earlier stages (``model_dir``, ``onnx_fp32`` ...).
+        quantized_by: the stage whose quantized model is the latest one (``qat`` / ``sdq``), else None.
+        stages: names of the earlier stages, in order.
+        added: the keys the stage being checked will add once its check passed (its ``produces``, less withdrawn).
+    """
+
+    recipe: Recipe
+    task: Any
+    data_root: str | None = None
+    available: set[str] = field(default_factory=set)
+    quantized_by: str | None = None
+    stages: list[str] = field(default_factory=list)
+    added: set[str] = field(default_factory=set)
+
+    def withdraw(self, key: str) -> None:
+        """The stage being checked will not produce ``key`` after all (its config decides); an earlier stage's
+        ``key`` stays available."""
+        self.added.discard(key)
+
+    def data(self, config: Any) -> str:
+        """The resolved data folder of a stage config that has ``data`` (else the recipe's)."""
+        return str(resolve_data_path(getattr(config, "data", None) or self.recipe.data, self.data_root))
+
+    def check_data(self, config: Any, *splits: str) -> None:
+        """The files of ``splits`` exist and have the task's columns (:func:`slimformer.tasks.data.check_task_data`)."""
+        check_task_data(self.task, self.data(config), splits)
+
+    def producers(self, key: str) -> list[str]:
+        """Names of the registered stages that produce ``key`` (for error messages)."""
+        return sorted(n for n, s in STAGES.items() if key in s.produces)
 
 
 def training_stages() -> frozenset[str]:

@@ -219,7 +219,7 @@ def _int8_info(path: PathLike | None) -> dict[str, Any]:
     return json.loads(read_metadata(path).get("slimformer.int8", "{}"))
 
 
-@register_stage("benchmark", BenchmarkConfig)
+@register_stage("benchmark", BenchmarkConfig, produces=("report_json",))
 def _benchmark(ctx: RunContext, config: BenchmarkConfig) -> dict[str, Any]:
     """The ``benchmark`` recipe stage: every artefact the run produced, report in the run folder."""
     model_dir = ctx.latest("model_dir")

@@ -20,6 +20,7 @@ from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
 from slimformer.stages._kd import (
     KDTrainConfig,
+    check_kd_stage,
     evaluate_model,
     load_teacher,
     save_student,
@@ -136,7 +137,14 @@ def _finish(
     }
 
 
-@register_stage("distill", DistillStageConfig, inherits=("task", "data", "seed"), trains=True, produces_model=True)
+@register_stage(
+    "distill",
+    DistillStageConfig,
+    inherits=("task", "data", "seed"),
+    trains=True,
+    produces_model=True,
+    check=check_kd_stage,
+)
 def _distill(ctx: RunContext, config: DistillStageConfig) -> dict[str, Any]:
     teacher = teacher_dir(ctx, config.teacher, "distill")
     return run_distill(config, ctx.stage_dir("distill"), teacher=teacher, data_root=ctx.data_root)

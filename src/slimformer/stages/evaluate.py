@@ -33,7 +33,7 @@ from slimformer.io import atomic_write_json
 from slimformer.models import ModelMeta
 from slimformer.models.load import check_tokenizer_files, load_tokenizer
 from slimformer.quant import has_dynamic_activation_quantizers
-from slimformer.stages.base import RunContext, register_stage, require
+from slimformer.stages.base import PlanState, RunContext, register_stage, require
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set
 
@@ -221,7 +221,19 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-@register_stage("evaluate", EvaluateConfig)
+def _check(plan: PlanState, cfg: EvaluateConfig) -> None:
+    """Plan check: the split exists and has labels (GLUE's test files have none)."""
+    spec = plan.task
+    if spec.files is None and spec.kind != "qa":
+        spec.split_file(cfg.split)  # ConfigError naming the known splits
+        if cfg.split.startswith("test"):
+            raise ConfigError(
+                f"split: {cfg.split!r} of task {spec.name} has no labels (GLUE test files are unlabelled); "
+                "evaluate a labelled split such as dev"
+            )
+
+
+@register_stage("evaluate", EvaluateConfig, needs=("model_dir",), check=_check)
 def _evaluate(ctx: RunContext, cfg: EvaluateConfig) -> dict[str, Any]:
     model_dir = require(ctx, "model_dir", "evaluate", "finetune")
     record = evaluate_record(model_dir, config=cfg, data_root=ctx.data_root)

@@ -26,7 +26,7 @@ from slimformer.export.qdq import quantization_summary
 from slimformer.io import atomic_write_json, check_output_path
 from slimformer.length.config import load_length_config, save_length_config
 from slimformer.models import META_FILE
-from slimformer.stages.base import RunContext, register_stage, require
+from slimformer.stages.base import PlanState, RunContext, register_stage, require
 from slimformer.stages.quantize import QuantizeConfig, quantize_model
 from slimformer.tasks import TASKS
 
@@ -142,7 +142,23 @@ def _save_serving_files(loaded: Any, out_dir: Path) -> None:
     config.save_pretrained(out_dir)
 
 
-@register_stage("export", ExportConfig)
+def _check(plan: PlanState, cfg: ExportConfig) -> None:
+    """Plan check: PTQ (``int8``) applies to a full-precision model only; withdraws the graphs it will not write
+    (a quantized model exports one int8 QDQ graph and no fp32 one; ``int8: none`` writes no int8 graph)."""
+    if plan.quantized_by is not None:
+        if cfg.int8 != "none":
+            raise ConfigError(
+                f"int8: {cfg.int8} quantizes an fp32 graph, but the model of {plan.quantized_by!r} is already "
+                "quantized (exported as one int8 QDQ graph); expected int8: none"
+            )
+        plan.withdraw("onnx_fp32")
+    elif cfg.int8 == "none":
+        plan.withdraw("onnx_int8")
+
+
+@register_stage(
+    "export", ExportConfig, needs=("model_dir",), produces=("export_dir", "onnx_fp32", "onnx_int8"), check=_check
+)
 def _export(ctx: RunContext, cfg: ExportConfig) -> dict[str, Any]:
     model_dir = require(ctx, "model_dir", "export", "finetune")
     return export_model(model_dir, cfg, out=ctx.stage_dir("export"), data_root=ctx.data_root)

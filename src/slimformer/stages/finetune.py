@@ -22,7 +22,7 @@ from slimformer.errors import ConfigError
 from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json, check_output_path, read_json
 from slimformer.models import META_FILE, HeadKind, ModelMeta
-from slimformer.stages.base import RunContext, register_stage, require
+from slimformer.stages.base import PlanState, RunContext, register_stage, require
 from slimformer.tasks import get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
@@ -218,8 +218,20 @@ def _reusable_model(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
     return read_json(results)["metrics"]
 
 
+def _check(plan: PlanState, cfg: FinetuneConfig) -> None:
+    """Plan check: ``model: previous`` has an earlier model; the training and eval files are there."""
+    if cfg.model == PREVIOUS_MODEL and "model_dir" not in plan.available:
+        raise ConfigError("model: previous needs a model_dir from an earlier 'embeddings' stage")
+    plan.check_data(cfg, "train", "dev")
+
+
 @register_stage(
-    "finetune", FinetuneConfig, inherits=("model", "task", "data", "seed"), trains=True, produces_model=True
+    "finetune",
+    FinetuneConfig,
+    inherits=("model", "task", "data", "seed"),
+    trains=True,
+    produces_model=True,
+    check=_check,
 )
 def _finetune(ctx: RunContext, cfg: FinetuneConfig) -> dict[str, Any]:
     out = ctx.stage_dir("finetune")

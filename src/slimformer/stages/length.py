@@ -34,7 +34,7 @@ from slimformer.length.evaluate import evaluate_config
 from slimformer.length.lengthdrop import default_layer_drop_prob
 from slimformer.models import HeadKind
 from slimformer.stages._kd import load_teacher
-from slimformer.stages.base import RunContext, register_stage
+from slimformer.stages.base import PlanState, RunContext, register_stage
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
@@ -228,7 +228,20 @@ def _recipe_teacher(ctx: RunContext) -> str:
     return str(teacher)
 
 
-@register_stage("length", LengthStageConfig, inherits=("task", "data", "seed"), trains=True, produces_model=True)
+def _check(plan: PlanState, cfg: LengthStageConfig) -> None:
+    """Plan check: the training and eval files are there (``needs`` an earlier model_dir)."""
+    plan.check_data(cfg, "train", "dev")
+
+
+@register_stage(
+    "length",
+    LengthStageConfig,
+    inherits=("task", "data", "seed"),
+    trains=True,
+    produces_model=True,
+    needs=("model_dir",),
+    check=_check,
+)
 def _length(ctx: RunContext, cfg: LengthStageConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:

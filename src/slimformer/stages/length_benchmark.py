@@ -293,7 +293,7 @@ def _model_before_length(ctx: RunContext) -> str | None:
     return None
 
 
-@register_stage("length_benchmark", LengthBenchmarkConfig)
+@register_stage("length_benchmark", LengthBenchmarkConfig, needs=("front_json",), produces=("report_json",))
 def _length_benchmark(ctx: RunContext, cfg: LengthBenchmarkConfig) -> dict[str, Any]:
     front_json = ctx.latest("front_json")
     if front_json is None:

@@ -31,6 +31,7 @@ from slimformer.quant.qat import QATConfig, convert_qat_, prepare_qat_
 from slimformer.quant.serialize import WEIGHT_QUANTIZERS, describe_qat_config
 from slimformer.stages._kd import (
     KDTrainConfig,
+    check_kd_stage,
     evaluate_model,
     load_teacher,
     save_student,
@@ -205,5 +206,11 @@ def run_stage(ctx: RunContext, config: QATStageConfig) -> dict[str, Any]:
 
 
 register_stage(
-    "qat", QATStageConfig, inherits=("task", "data", "seed"), trains=True, quantized_output=True, produces_model=True
+    "qat",
+    QATStageConfig,
+    inherits=("task", "data", "seed"),
+    trains=True,
+    quantized_output=True,
+    produces_model=True,
+    check=check_kd_stage,
 )(run_stage)

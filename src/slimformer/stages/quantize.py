@@ -93,7 +93,7 @@ def quantize_model(onnx_fp32: PathLike, config: QuantizeConfig, *, data_root: st
     return {"onnx_int8": str(out), "int8": int8_cfg.to_dict(), "size_mb": file_size_mb(out)}
 
 
-@register_stage("quantize", QuantizeConfig, quantized_output=True)
+@register_stage("quantize", QuantizeConfig, quantized_output=True, needs=("onnx_fp32",), produces=("onnx_int8",))
 def _quantize(ctx: RunContext, cfg: QuantizeConfig) -> dict[str, Any]:
     onnx_fp32 = require(ctx, "onnx_fp32", "quantize", "export")
     return quantize_model(onnx_fp32, cfg, data_root=ctx.data_root)

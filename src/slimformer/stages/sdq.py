@@ -9,6 +9,7 @@ from pydantic import Field
 from slimformer.errors import ConfigError
 from slimformer.quant.qat import QATConfig
 from slimformer.quant.sdq import QuantNoiseCallback, QuantNoiseSchedule, prepare_quant_noise_
+from slimformer.stages._kd import check_kd_stage
 from slimformer.stages.base import register_stage
 from slimformer.stages.qat import QATStageConfig, run_stage
 
@@ -58,5 +59,11 @@ class SDQStageConfig(QATStageConfig):
 
 
 register_stage(
-    "sdq", SDQStageConfig, inherits=("task", "data", "seed"), trains=True, quantized_output=True, produces_model=True
+    "sdq",
+    SDQStageConfig,
+    inherits=("task", "data", "seed"),
+    trains=True,
+    quantized_output=True,
+    produces_model=True,
+    check=check_kd_stage,
 )(run_stage)

@@ -54,7 +54,7 @@ from slimformer.length.search import evolutionary_search
 from slimformer.length.search_split import SearchSplit, load_search_split
 from slimformer.models import HeadKind
 from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
-from slimformer.stages.base import RunContext, register_stage, training_stages
+from slimformer.stages.base import PlanState, RunContext, register_stage, training_stages
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set
 
@@ -367,7 +367,20 @@ def run_search(
     }
 
 
-@register_stage("search", SearchStageConfig, inherits=("task", "data", "seed"), produces_model=True)
+def _check(plan: PlanState, cfg: SearchStageConfig) -> None:
+    """Plan check: the files the search split and the report read are there (``needs`` an earlier model_dir)."""
+    plan.check_data(cfg, "train", "dev")
+
+
+@register_stage(
+    "search",
+    SearchStageConfig,
+    inherits=("task", "data", "seed"),
+    produces_model=True,
+    needs=("model_dir",),
+    produces=("front_json", "length_config"),
+    check=_check,
+)
 def _search(ctx: RunContext, cfg: SearchStageConfig) -> dict[str, Any]:
     model_dir = ctx.latest("model_dir")
     if model_dir is None:

@@ -23,7 +23,7 @@ from slimformer.errors import ConfigError, ModelLoadError
 from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json
 from slimformer.models import META_FILE, HeadKind, ModelMeta, resolve_model_path
-from slimformer.stages.base import RunContext, register_stage
+from slimformer.stages.base import PlanState, RunContext, register_stage
 from slimformer.tasks import TaskSpec, get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set
 
@@ -174,6 +174,12 @@ def import_teacher(cfg: TeacherConfig, out: Path, *, data_root: str | None = Non
     }
 
 
-@register_stage("teacher", TeacherConfig, inherits=("model", "task", "data"), produces_model=True)
+def _check(plan: PlanState, cfg: TeacherConfig) -> None:
+    """Plan check: the folder's head and labels fit the task (:func:`check_teacher_fits`); the eval file is there."""
+    check_teacher_fits(cfg.model, plan.task)
+    plan.check_data(cfg, "dev")
+
+
+@register_stage("teacher", TeacherConfig, inherits=("model", "task", "data"), produces_model=True, check=_check)
 def _teacher(ctx: RunContext, cfg: TeacherConfig) -> dict[str, Any]:
     return import_teacher(cfg, ctx.stage_dir("teacher"), data_root=ctx.data_root)

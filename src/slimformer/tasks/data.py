@@ -20,7 +20,14 @@ import slimformer.tasks as tasks
 from slimformer.errors import ConfigError, DataError
 from slimformer.tasks.userdata import read_user_qa
 
-__all__ = ["TaskData", "load_train_features", "load_eval_set", "compute_task_metrics", "MODEL_INPUTS"]
+__all__ = [
+    "TaskData",
+    "load_train_features",
+    "load_eval_set",
+    "compute_task_metrics",
+    "check_task_data",
+    "MODEL_INPUTS",
+]
 
 #: Keys of a feature dict that are model inputs (everything else is bookkeeping).
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -158,3 +165,38 @@ def compute_task_metrics(data: TaskData, outputs: dict[str, np.ndarray]) -> dict
         result = {name: float(tasks.METRICS[name](preds, labels)) for name in spec.metrics}
     result["main"] = float(result[spec.main_metric])
     return result
+
+
+def check_task_data(spec: Any, data: str | Path, splits: tuple[str, ...]) -> None:
+    """Cheap check, before anything runs, that the files of ``splits`` exist and have the columns the task reads.
+
+    GLUE layouts: the split's file is found (:func:`slimformer.tasks.glue_file`) and its header names the text
+    columns (and the label column, for a labelled split). SQuAD layout: the JSON file the split reads exists. A task
+    described by the user's files was read when the recipe was parsed (:func:`slimformer.tasks.userdata.describe_task`).
+
+    Raises:
+        DataError: a missing file, or a header without a column the task needs (names the file and the column).
+        ConfigError: a split the task does not have.
+    """
+    if spec.files is not None:
+        return
+    root = Path(data)
+    if spec.kind == "qa":
+        if not root.exists():
+            raise DataError(
+                f"{root}: SQuAD data folder not found (set the data root with --data-root or $SLIMFORMER_DATA)"
+            )
+        return
+    for split in splits:
+        path = tasks.glue_file(spec, root, split)
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16).decode("utf-8", errors="replace").rstrip("\r\n")
+        header = first.split("\t")
+        needed = list(spec.text_fields)
+        if split == "train" and spec.label_field:
+            needed.append(spec.label_field)
+        missing = [c for c in needed if c not in header]
+        if missing and spec.name not in ("cola",):  # CoLA's files have no header row
+            raise DataError(
+                f"{path}: header has no column {missing[0]!r} (found {header[:6]}); task {spec.name} reads {needed}"
+            )
