@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slimformer._faults import kill_point
 from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
@@ -338,6 +339,7 @@ def run_recipe(
         log(f"[{i + 1}/{len(recipe.stages)}] {name}: running")
         outputs = STAGES[name].handler(ctx, cfg)
         ctx.record(name, outputs)
+        kill_point(f"{name}:before-state")  # test hook (slimformer._faults): outputs written, state.json not yet
         done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
         write_records(done)
     if not resolved_path.is_file():  # every stage was done earlier, by a run that wrote no resolved recipe
