@@ -1,15 +1,25 @@
-"""Reliability: the bad-input table run through the CLI; writes ``benchmarks/results/reliability.json``.
+"""Reliability: the bad-input table run through the CLI, and kill -9 at points of a run then the same command; writes
+``benchmarks/results/reliability.json``.
 
-    python benchmarks/reliability.py
+    python benchmarks/reliability.py                      # both parts
+    python benchmarks/reliability.py --part kill_resume   # one part; the other's key is kept from the file
 
-Runs every case of ``tests/bad_input_cases.py`` (hostile recipes, model folders, ONNX files, data, budgets, paths; the
-table ``tests/test_bad_input.py`` asserts) in-process, each in a fresh temporary folder, and counts how the CLI
-answered: ``clean`` (exit status 2, exactly one ``error:`` line naming what the case expects, no traceback, no file
-that existed before changed, no temporary left), ``tracebacks``, ``wrong_exit`` (status other than 2),
+``bad_input``: runs every case of ``tests/bad_input_cases.py`` (hostile recipes, model folders, ONNX files, data,
+budgets, paths; the table ``tests/test_bad_input.py`` asserts) in-process, each in a fresh temporary folder, and counts
+how the CLI answered: ``clean`` (exit status 2, exactly one ``error:`` line naming what the case expects, no traceback,
+no file that existed before changed, no temporary left), ``tracebacks``, ``wrong_exit`` (status other than 2),
 ``not_one_line``, ``files_lost`` (files that existed before the command and were changed or removed, all cases
 together). Cases that rely on file permissions are skipped when run as root.
 
-The ``bad_input`` key of the results file is replaced; other keys (other reliability figures) are kept.
+``kill_resume``: the tiny recipe of ``tests/kill_resume_helpers.py`` (finetune, distill, length, search, export +
+int8, length_benchmark report) run once uninterrupted, then, for every point of ``KILL_POINTS`` in a fresh run folder,
+``slimformer compress`` in a subprocess that SIGKILLs itself at that point (``SLIMFORMER_KILL_AT``,
+``slimformer._faults``) and the same command again: ``killed`` (exit -9), ``resumed`` (the rerun exits 0, state.json
+records every stage done, no temporary or partial folder left), ``metrics_equal`` (every stage's metrics, the search
+front and pick, the report's accuracies (int8 included) and the sha256 of every trained model's weights equal the
+uninterrupted run's; timings excluded). ``tests/test_kill_resume.py`` asserts the same.
+
+Each part's key of the results file is replaced; other keys are kept.
 """
 
 from __future__ import annotations
@@ -69,38 +79,88 @@ def run_bad_input(verbose: bool = False) -> dict[str, Any]:
     }
 
 
+def run_kill_resume(verbose: bool = False) -> tuple[list[dict[str, Any]], float]:
+    """Kill at every point of ``KILL_POINTS`` (a fresh run folder each), rerun; the rows and the seconds taken."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kill_resume_helpers import KILL_POINTS, KILLED, build_recipe, leftovers, metrics_of, run_compress, stages_done
+
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="slimformer-kill-") as tmp:
+        recipe = build_recipe(Path(tmp) / "assets")
+        base = Path(tmp) / "uninterrupted"
+        if run_compress(recipe, base) != 0:
+            raise RuntimeError(f"the uninterrupted run failed; see {base}.log")
+        expected = metrics_of(base)
+        for i, (point, what) in enumerate(KILL_POINTS):
+            run = Path(tmp) / f"kill-{i}"
+            killed = run_compress(recipe, run, kill_at=point) == KILLED
+            code = run_compress(recipe, run)
+            left = leftovers(run) if run.is_dir() else []
+            resumed = code == 0 and stages_done(run) and not left
+            equal = resumed and metrics_of(run) == expected
+            rows.append(
+                {"point": point, "interrupts": what, "killed": killed, "resumed": resumed, "metrics_equal": equal}
+            )
+            if verbose or not (killed and resumed and equal):
+                print(
+                    f"{'ok  ' if killed and resumed and equal else 'FAIL'} {point}: killed={killed} "
+                    f"rerun exit {code}, leftovers {left}, metrics_equal={equal}"
+                )
+    return rows, round(time.perf_counter() - start, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: %(default)s)")
+    parser.add_argument(
+        "--part", choices=["all", "bad_input", "kill_resume"], default="all", help="what to run (default: all)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case's error line")
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info
     from slimformer.io import atomic_write_json
 
-    bad_input = run_bad_input(args.verbose)
     results: dict[str, Any] = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
+    ok = True
+    if args.part in ("all", "bad_input"):
+        b = results["bad_input"] = run_bad_input(args.verbose)
+        ok &= b["clean"] == b["cases"]
+        print(
+            f"bad input: {b['clean']}/{b['cases']} clean, {b['tracebacks']} tracebacks, {b['wrong_exit']} wrong exit, "
+            f"{b['files_lost']} files lost ({len(b['skipped'])} skipped, {b['seconds']} s)"
+        )
+    if args.part in ("all", "kill_resume"):
+        kills, seconds = run_kill_resume(args.verbose)
+        results["kill_resume"] = kills
+        results["kill_resume_seconds"] = seconds
+        good = sum(k["killed"] and k["resumed"] and k["metrics_equal"] for k in kills)
+        ok &= good == len(kills)
+        print(f"kill -9 then rerun: {good}/{len(kills)} points resumed with equal metrics ({seconds} s)")
+    rows = [
+        {"name": group, "metric_value": g["clean"] / g["cases"], "cases": g["cases"], "clean": g["clean"]}
+        for group, g in results.get("bad_input", {}).get("groups", {}).items()
+    ]
+    if results.get("kill_resume"):
+        kills = results["kill_resume"]
+        good = sum(k["killed"] and k["resumed"] and k["metrics_equal"] for k in kills)
+        rows.append(
+            {"name": "kill -9 then rerun", "metric_value": good / len(kills), "cases": len(kills), "clean": good}
+        )
     results.update(
         {
             "benchmark": "reliability",
             "command": "python benchmarks/reliability.py",
             "machine": machine_info(),
-            "task": "bad-input",  # not a model task: the CLI on hostile inputs
-            "metric": "clean fraction",
-            "bad_input": bad_input,
-            "rows": [
-                {"name": group, "metric_value": g["clean"] / g["cases"], "cases": g["cases"], "clean": g["clean"]}
-                for group, g in bad_input["groups"].items()
-            ],
+            "task": "bad-input and kill -9",  # not a model task: the CLI on hostile inputs and interruptions
+            "metric": "clean fraction (kill -9: killed, resumed, metrics equal)",
+            "rows": rows,
         }
     )
     atomic_write_json(args.out, results)
-    b = bad_input
-    print(
-        f"bad input: {b['clean']}/{b['cases']} clean, {b['tracebacks']} tracebacks, {b['wrong_exit']} wrong exit, "
-        f"{b['files_lost']} files lost ({len(b['skipped'])} skipped, {b['seconds']} s) -> {args.out}"
-    )
-    return 0 if b["clean"] == b["cases"] else 1
+    print(f"-> {args.out}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Atomic file and folder writes: write to a temporary name next to the target, then rename.
+"""Atomic file and folder writes: write to a temporary name next to the target, fsync, then rename.
 
 A failed stage therefore never leaves a half-written file and never replaces what a previous stage
 wrote (the rename happens only after the new content is complete).
@@ -30,10 +30,12 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_dir",
+    "atomic_files",
     "read_json",
     "clean_stale_temps",
     "temp_prefix",
     "check_output_path",
+    "fsync_path",
 ]
 
 _TMP = "slimtmp"
@@ -142,8 +144,34 @@ def check_output_path(path: str | os.PathLike[str], *, kind: str = "folder", opt
     return p
 
 
+def fsync_path(path: str | os.PathLike[str], *, tree: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk; with ``tree``, every file and folder under it too.
+
+    Write-once semantics: a temporary is fsynced before it is renamed into place, and the folder after the rename,
+    so a crash of the machine (not only of the process) leaves the old or the new content, never an empty file.
+    Best effort: a file system that refuses ``fsync`` on a folder (some network mounts) is not an error.
+    """
+    p = Path(path)
+    if tree and p.is_dir():
+        for root, dirs, files in os.walk(p):
+            for name in files:
+                fsync_path(Path(root) / name)
+            for name in dirs:
+                fsync_path(Path(root) / name)
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and an atomic rename.
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file, ``fsync`` and an atomic rename.
 
     Returns:
         The final path.
@@ -155,7 +183,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -201,10 +232,37 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_path(tmp, tree=True)
     old = None
     if path.exists():
         old = _old_name(path)
         os.replace(path, old)
     os.replace(tmp, path)
+    fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder inside ``folder``; on success each file written into it is fsynced and renamed into
+    ``folder`` (replacing a file of the same name), on failure it is removed.
+
+    For files a library writes by folder (``tokenizer.save_pretrained(dir)``, ``config.save_pretrained(dir)``) into
+    a folder that holds other files too: each file appears complete or not at all. The temporary folder is
+    ``.files.slimtmp-<pid>-*`` (a killed writer's is removed by the next call, :func:`clean_stale_temps`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    anchor = folder / "files"
+    clean_stale_temps(anchor)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(anchor), dir=folder))
+    try:
+        yield tmp
+        for f in sorted(tmp.iterdir()):
+            if f.is_file():
+                fsync_path(f)
+                os.replace(f, folder / f.name)
+        fsync_path(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

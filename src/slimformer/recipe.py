@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimformer import dist
+from slimformer._faults import kill_point
 from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
 from slimformer.errors import ConfigError, SlimformerError
 from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
@@ -463,6 +464,7 @@ def run_recipe(
         else:  # exports, searches, evaluations, benchmarks, reports: once, on the main process
             outputs = dist.on_main(lambda spec=spec, cfg=cfg: spec.handler(ctx, cfg))
         ctx.record(name, outputs)
+        kill_point(f"{name}:before-state")  # test hook (slimformer._faults): outputs written, state.json not yet
         done.append({"name": name, "hash": h, "status": "done", "outputs": outputs})
         write_records(done)
     if not resolved_path.is_file() and dist.is_main():  # every stage was done earlier, by a run without one

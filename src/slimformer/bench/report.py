@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from slimformer._faults import kill_point
 from slimformer.bench.latency import RuntimeTiming
 from slimformer.io import atomic_write_text
 
@@ -212,4 +213,6 @@ def write_report(run_dir: str | os.PathLike[str], report: Mapping[str, Any]) -> 
     json_text = json.dumps(report, indent=2) + "\n"
     md_text = render_report_markdown(report)
     run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / "report.json", json_text), atomic_write_text(run_dir / "report.md", md_text)
+    js = atomic_write_text(run_dir / "report.json", json_text)
+    kill_point("report:after-json")  # kill-and-resume tests: one file of the report written, not the other
+    return js, atomic_write_text(run_dir / "report.md", md_text)

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from slimformer._faults import kill_point
 from slimformer.errors import ExportError
-from slimformer.io import clean_stale_temps, temp_prefix
+from slimformer.io import clean_stale_temps, fsync_path, temp_prefix
 
 __all__ = ["atomic_output", "load_proto", "add_metadata", "read_metadata", "graph_input_names", "quiet_quantizer"]
 
@@ -23,13 +24,14 @@ _ORT_ADVICE = ("pre-processing before quantization", "pre-process", "is not cons
 
 
 @contextmanager
-def atomic_output(out_path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(out_path: str | os.PathLike[str], *, fault: str = "export") -> Iterator[Path]:
     """Yield a temporary file path next to ``out_path``; on success it is renamed to ``out_path``.
 
     The temporary file lives in a private folder in ``out_path``'s parent (same file system, so the rename is
     atomic; named ``.<name>.slimtmp-<pid>-*``, :func:`slimformer.io.temp_prefix`); the folder is removed whatever
     happens, so a failure leaves neither debris nor a clobbered file. A folder a killed earlier export left behind
-    is removed first (:func:`slimformer.io.clean_stale_temps`).
+    is removed first (:func:`slimformer.io.clean_stale_temps`). The file is fsynced before the rename; ``fault``
+    names the kill point of the tests between the two (``<fault>:before-rename``, :mod:`slimformer._faults`).
 
     Raises:
         ExportError: ``out_path`` is an existing folder.
@@ -45,7 +47,10 @@ def atomic_output(out_path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"{tmp}: nothing was written")
+        fsync_path(tmp)
+        kill_point(f"{fault}:before-rename")
         os.replace(tmp, out_path)
+        fsync_path(out_path.parent)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

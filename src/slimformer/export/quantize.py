@@ -177,7 +177,7 @@ def quantize_int8(
     config = config or Int8Config.dynamic()
     src = Path(fp32_path)
     meta = read_metadata(src)
-    with atomic_output(out_path) as tmp:
+    with atomic_output(out_path, fault="quantize") as tmp:
         if config.optimize:
             src = optimize_onnx(src, tmp.with_name("fused.onnx"))
         with quiet_quantizer():

@@ -7,9 +7,12 @@ importing this module stays light.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from slimformer._faults import kill_point
+from slimformer.io import clean_stale_temps, fsync_path, temp_prefix
 from slimformer.length.pareto import PointLike, as_point, pareto_front
 
 __all__ = ["plot_pareto"]
@@ -87,10 +90,16 @@ def plot_pareto(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # atomic, with the pid-tagged temporary name of slimformer.io (a killed draw's file is removed by the next)
+        clean_stale_temps(path)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".png", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         try:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)  # atomic: a failed draw never replaces an earlier plot
+            fsync_path(tmp)
+            kill_point("plot:before-rename")
+            os.replace(tmp, path)  # a failed draw never replaces an earlier plot
         finally:
             tmp.unlink(missing_ok=True)
     finally:

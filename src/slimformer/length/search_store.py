@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from slimformer._faults import kill_point
 from slimformer.errors import ConfigError
 from slimformer.io import atomic_write_json, read_json
 
@@ -118,3 +119,4 @@ class SearchStore:
             },
         )
         self._dirty = False
+        kill_point("search:after-store")  # kill-and-resume tests: the store holds what was evaluated so far

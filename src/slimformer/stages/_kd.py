@@ -27,7 +27,7 @@ from slimformer.stages.base import STAGES, PlanState, RunContext, quantized_stag
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
-from slimformer.train.checkpoints import prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.checkpoints import kill_callbacks, prepare_checkpoints, remove_checkpoints, resume_record
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -210,7 +210,7 @@ def train_student(
         train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *kill_callbacks()],
         teacher=teacher,
         kd_loss=kd_loss,
     )

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from slimformer.checkpoint import load_model
 from slimformer.export import FP32_FILE, INT8_FILE
 from slimformer.export.length import LENGTH_GRAPH_VERSION, export_length_onnx
-from slimformer.io import atomic_dir, atomic_write_json, read_json
+from slimformer.io import atomic_dir, atomic_files, atomic_write_json, read_json
 from slimformer.length.config import LENGTH_CONFIG_FILE, LengthConfig, save_length_config
 from slimformer.models.load import META_FILE
 from slimformer.stages.quantize import QuantizeConfig, quantize_model
@@ -80,7 +80,8 @@ def export_length_int8(
     loaded = load_model(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_length_onnx(loaded.model, fp32, None, atol=atol)
-    loaded.tokenizer.save_pretrained(out)
+    with atomic_files(out) as tmp:
+        loaded.tokenizer.save_pretrained(tmp)
     meta = loaded.meta
     meta.applied.append({"stage": "export", "length_adaptive": True, "default_length_config": "full"})
     atomic_write_json(out / META_FILE, asdict(meta))

@@ -23,7 +23,7 @@ from slimformer.evaluate import check_model_for_task
 from slimformer.export import FP32_FILE, INT8_FILE, export_onnx, validate_outputs
 from slimformer.export.length import export_length_onnx, validate_length_outputs
 from slimformer.export.qdq import quantization_summary
-from slimformer.io import atomic_write_json, check_output_path
+from slimformer.io import atomic_files, atomic_write_json, check_output_path
 from slimformer.length.config import load_length_config, save_length_config
 from slimformer.models import META_FILE
 from slimformer.stages.base import PlanState, RunContext, register_stage, require
@@ -134,12 +134,13 @@ def _export_quantized(loaded: Any, config: ExportConfig, out_dir: Path, summary:
 def _save_serving_files(loaded: Any, out_dir: Path) -> None:
     """The tokenizer and the Hugging Face ``config.json`` (architecture, ``id2label`` / ``label2id``) beside the
     graphs, so ``slimformer.pipeline``, Optimum's ``ORTModelFor*`` and ``transformers.pipeline`` load the folder."""
-    loaded.tokenizer.save_pretrained(out_dir)
     config = loaded.model.hf.config
     if loaded.meta.labels and config.num_labels == len(loaded.meta.labels):
         config.id2label = dict(enumerate(loaded.meta.labels))
         config.label2id = {name: i for i, name in enumerate(loaded.meta.labels)}
-    config.save_pretrained(out_dir)
+    with atomic_files(out_dir) as tmp:  # each file complete or absent, whenever the process is killed
+        loaded.tokenizer.save_pretrained(tmp)
+        config.save_pretrained(tmp)
 
 
 def _check(plan: PlanState, cfg: ExportConfig) -> None:

@@ -26,7 +26,13 @@ from slimformer.stages.base import PlanState, RunContext, register_stage, requir
 from slimformer.tasks import get_task, task_to_dict
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
-from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.checkpoints import (
+    checkpoint_dir,
+    kill_callbacks,
+    prepare_checkpoints,
+    remove_checkpoints,
+    resume_record,
+)
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -144,6 +150,7 @@ def finetune(
         train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
+        callbacks=kill_callbacks(),
     )
     # records written before save_steps / save_total_limit became run-control held the whole config
     last = dist.on_main(
@@ -238,6 +245,8 @@ def _finetune(ctx: RunContext, cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.model == PREVIOUS_MODEL:  # e.g. after an `embeddings` stage: fine-tune the model it wrote
         cfg = cfg.model_copy(update={"model": require(ctx, "model_dir", "finetune (model: previous)", "embeddings")})
     metrics = _reusable_model(out, cfg)
-    if metrics is None:  # resume=True: an interrupted earlier attempt continues from its last checkpoint
+    if metrics is not None:  # saved by a run killed before it removed its checkpoints (or recorded the stage)
+        remove_checkpoints(checkpoint_dir(out))
+    else:  # resume=True: an interrupted earlier attempt continues from its last checkpoint
         metrics = finetune(cfg, out, data_root=ctx.data_root, resume=True).metrics
     return {"model_dir": str(out), "metrics": metrics, "task": cfg.task, "data": cfg.data}

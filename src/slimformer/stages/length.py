@@ -38,7 +38,13 @@ from slimformer.stages.base import PlanState, RunContext, register_stage
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
-from slimformer.train.checkpoints import checkpoint_dir, prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.checkpoints import (
+    checkpoint_dir,
+    kill_callbacks,
+    prepare_checkpoints,
+    remove_checkpoints,
+    resume_record,
+)
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -162,7 +168,7 @@ def train_length_adaptive(
         teacher=teacher,
         teacher_weight=config.teacher_weight,
         teacher_temperature=config.teacher_temperature,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *kill_callbacks()],
     )
     last = dist.on_main(lambda: prepare_checkpoints(ckpt, resume_record(config, **identity), resume=True))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)

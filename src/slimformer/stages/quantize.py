@@ -88,6 +88,8 @@ def quantize_model(onnx_fp32: PathLike, config: QuantizeConfig, *, data_root: st
     )
     out = quantize_int8(fp32, fp32.parent / INT8_FILE, int8_cfg, batches)
     meta = _meta_of(fp32.parent)
+    # the int8 graph was just replaced: an earlier quantize record (a run killed before state.json) describes none
+    meta.applied = [a for a in meta.applied if a.get("stage") != "quantize"]
     meta.applied.append({"stage": "quantize", **config.model_dump(mode="json"), "int8": int8_cfg.to_dict()})
     atomic_write_json(fp32.parent / META_FILE, asdict(meta))
     return {"onnx_int8": str(out), "int8": int8_cfg.to_dict(), "size_mb": file_size_mb(out)}

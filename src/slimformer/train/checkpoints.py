@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slimformer._faults import kill_point, kill_requested
 from slimformer.config import identity_dump
 from slimformer.io import atomic_write_json, read_json
 
@@ -23,6 +24,7 @@ __all__ = [
     "checkpoint_dir",
     "last_checkpoint",
     "is_complete_checkpoint",
+    "kill_callbacks",
     "prepare_checkpoints",
     "remove_checkpoints",
     "resume_record",
@@ -108,3 +110,18 @@ def prepare_checkpoints(
 def remove_checkpoints(ckpt: Path) -> None:
     """Delete the checkpoint folder of a finished run."""
     shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def kill_callbacks() -> list[Any]:
+    """Trainer callbacks of the kill-and-resume tests (:mod:`slimformer._faults`): after each checkpoint is saved,
+    the point ``<stage>:after-checkpoint`` (``<stage>`` = the checkpoint folder's name without ``.checkpoints``).
+    Empty unless ``SLIMFORMER_KILL_AT`` is set, so a normal run's Trainer is unchanged."""
+    if not kill_requested():
+        return []
+    from transformers import TrainerCallback
+
+    class _KillAfterSave(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:  # the checkpoint is on disk
+            kill_point(f"{Path(args.output_dir).name.removesuffix('.checkpoints')}:after-checkpoint")
+
+    return [_KillAfterSave()]
