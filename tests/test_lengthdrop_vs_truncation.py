@@ -1,0 +1,155 @@
+"""benchmarks/lengthdrop_vs_truncation.py on tiny random encoders: a LengthDrop run and its truncation twin (the tiny
+QuaLA recipe of ``quala_helpers`` with and without its ``length`` stage), matched FLOPs budgets picked on the search
+split, paired tests on dev, the results file and the plots."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimformer.errors import ConfigError
+from slimformer.evaluate import ExampleScores
+from slimformer.io import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import lengthdrop_vs_truncation as lvt  # noqa: E402
+
+FIELDS = {"task", "variant", "seed", "flops", "lengthdrop_metric", "truncation_metric", "p_value", "test", "budget"}
+FIELDS |= {"lengthdrop_config", "truncation_config"}
+
+
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> tuple[Path, Path]:
+    """``(LengthDrop run, truncation run)``: the tiny recipe up to its search, and the same without ``length``."""
+    pytest.importorskip("onnxruntime")
+    from quala_helpers import quala_recipe
+    from slimformer.recipe import parse_recipe, run_recipe
+
+    tmp = tmp_path_factory.mktemp("lvt")
+    raw = quala_recipe(tmp, tiny_tokenizer, upto="search")
+    run_recipe(parse_recipe(copy.deepcopy(raw)), run_dir=tmp / "ld", log=lambda s: None)
+    twin = copy.deepcopy(raw)
+    twin["stages"] = [s for s in twin["stages"] if "length" not in s]
+    twin["stages"][-1]["search"]["length_drop_ratio"] = 0.2  # the length stage's default bound, as in the LD run
+    run_recipe(parse_recipe(twin), run_dir=tmp / "tr", log=lambda s: None)
+    return tmp / "ld", tmp / "tr"
+
+
+def test_pairs_give_rows_at_matched_budgets_with_paired_p_values(twin_runs, tmp_path: Path) -> None:
+    ld, tr = twin_runs
+    out = lvt.run(
+        [("sst2", "l3", 42, ld, tr)],
+        budgets=5,
+        runtime="int8",
+        data_root=None,
+        max_eval_examples=None,
+        batch_size=4,
+        n_boot=200,
+        threads=1,
+        results=tmp_path / "r.json",
+        plots=tmp_path / "plots",
+    )
+    saved = read_json(tmp_path / "r.json")
+    assert saved["rows"] == out["rows"] and "machine" in saved and saved["runtime"] == "int8"
+    rows = saved["rows"]
+    assert len(rows) == 5 and all(FIELDS <= set(r) for r in rows)
+    assert [r["budget"] for r in rows] == list(range(5))
+    flops = [r["flops"] for r in rows]
+    assert flops == sorted(flops) and flops[0] < flops[-1]
+    for r in rows:
+        assert 0.0 <= r["p_value"] <= 1.0 and r["test"] == "mcnemar"
+        assert r["lengthdrop_flops"] <= r["flops"] * (1 + 1e-9) and r["truncation_flops"] <= r["flops"] * (1 + 1e-9)
+        assert 0.0 <= r["lengthdrop_metric"] <= 1.0 and r["dev_examples"] == 12
+    (summary,) = saved["summary"]
+    assert summary["budgets"] == 5 and summary["text"].startswith("LengthDrop better with p<0.05 at ")
+    assert [Path(p).name for p in saved["plots"]["sst2"]] == ["lengthdrop-vs-truncation-sst2-flops.png"]
+    assert (tmp_path / "plots" / "lengthdrop-vs-truncation-sst2-flops.png").stat().st_size > 0
+
+
+def test_a_model_compared_with_itself_has_equal_metrics_and_p_one(twin_runs) -> None:
+    ld, _ = twin_runs
+    res = lvt.compare_pair(
+        lvt.SearchedRun.load(ld),
+        lvt.SearchedRun.load(ld),
+        task="sst2",
+        variant="self",
+        seed=42,
+        budgets=6,
+        runtime="pytorch",
+        batch_size=4,
+        threads=1,
+    )
+    assert len(res["rows"]) == 6
+    for r in res["rows"]:
+        assert r["lengthdrop_config"] == r["truncation_config"]
+        assert r["lengthdrop_metric"] == r["truncation_metric"] and r["p_value"] == 1.0
+
+
+def test_searches_that_differ_are_refused(twin_runs) -> None:
+    ld, tr = twin_runs
+    a, b = lvt.SearchedRun.load(ld), lvt.SearchedRun.load(tr)
+    b.front = {**b.front, "seq_len": b.front["seq_len"] * 2}
+    with pytest.raises(ConfigError, match="searched differently: seq_len"):
+        lvt.compare_pair(a, b, task="sst2", variant="l3", seed=42, runtime="pytorch", threads=1)
+    b = lvt.SearchedRun.load(tr)
+    b.front["search_split"] = {**b.front["search_split"], "examples": 7}
+    with pytest.raises(ConfigError, match="other splits: search_split.examples"):
+        lvt.check_comparable(a, b)
+
+
+def test_budgets_span_the_common_range_and_picks_use_the_search_metric() -> None:
+    a = [{"flops": 10.0, "metric": 0.5}, {"flops": 20.0, "metric": 0.7}, {"flops": 40.0, "metric": 0.9}]
+    b = [{"flops": 15.0, "metric": 0.6}, {"flops": 30.0, "metric": 0.8}, {"flops": 50.0, "metric": 0.95}]
+    assert lvt.matched_budgets(a, b, 5) == [15.0, 21.25, 27.5, 33.75, 40.0]
+    assert lvt.best_within(a, 27.5)["flops"] == 20.0 and lvt.best_within(b, 27.5)["flops"] == 15.0
+    # equal search metric: the cheaper point
+    assert lvt.best_within([{"flops": 5.0, "metric": 0.5}, {"flops": 4.0, "metric": 0.5}], 9)["flops"] == 4.0
+    with pytest.raises(ConfigError, match="no configuration within"):
+        lvt.best_within(a, 9.0)
+    with pytest.raises(ConfigError, match="share no FLOPs range"):
+        lvt.matched_budgets(a, [{"flops": 100.0, "metric": 1.0}], 5)
+
+
+def test_the_paired_test_follows_the_metric() -> None:
+    rng = np.random.default_rng(0)
+    right = (rng.random(400) < 0.9).astype(float)
+    worse = right.copy()
+    worse[:60] = 0.0
+    p, test = lvt.paired_test(ExampleScores("accuracy", right), ExampleScores("accuracy", worse), n_boot=200, seed=0)
+    assert test == "mcnemar" and p < 0.05
+    f1 = rng.random(300) * 100
+    p, test = lvt.paired_test(ExampleScores("f1", f1), ExampleScores("f1", f1 * 0.8), n_boot=200, seed=0)
+    assert test.startswith("paired_bootstrap") and p < 0.05
+    p, _ = lvt.paired_test(ExampleScores("f1", f1), ExampleScores("f1", f1.copy()), n_boot=200, seed=0)
+    assert p == 1.0
+    summary = lvt.summarize(
+        [
+            {"task": "t", "variant": "v", "seed": s, "p_value": p, "lengthdrop_metric": x, "truncation_metric": y}
+            for s, p, x, y in [(42, 0.01, 0.9, 0.8), (42, 0.01, 0.7, 0.8), (43, 0.5, 0.9, 0.8)]
+        ]
+    )
+    assert summary[0]["text"] == "LengthDrop better with p<0.05 at 1 of 3 budgets, worse at 1 (2 seeds)"
+
+
+def test_discover_pairs_runs_by_name(tmp_path: Path) -> None:
+    for name in ("quala-sst2-l4", "quala-sst2-l4-truncation", "quala-sst2-l4-seed43", "quala-squad-la-full"):
+        (tmp_path / name / "search").mkdir(parents=True)
+        (tmp_path / name / "search" / "front.json").write_text("{}")
+        (tmp_path / name / "state.json").write_text("{}")
+    (tmp_path / "quala-sst2-l4-truncation-seed43" / "search").mkdir(parents=True)  # no front yet
+    got = lvt.discover(tmp_path)
+    assert got == [("sst2", "l4", 42, tmp_path / "quala-sst2-l4", tmp_path / "quala-sst2-l4-truncation")]
+
+
+def test_other_search_settings_are_refused(twin_runs) -> None:
+    ld, tr = twin_runs
+    a, b = lvt.SearchedRun.load(ld), lvt.SearchedRun.load(tr)
+    b.front["search"] = {**b.front["search"], "settings": {**b.front["search"]["settings"], "seed": 7}}
+    with pytest.raises(ConfigError, match="other settings: seed 42 vs 7"):
+        lvt.check_comparable(a, b)
