@@ -70,7 +70,7 @@ VARIANTS = {
 ALPHA = 0.05
 #: front.json fields that must agree between the two searches of a pair
 SAME_SEARCH = ("task", "metric", "seq_len", "gene_form")
-SAME_SPLIT = ("split", "examples", "min_words")
+SAME_SPLIT = ("split", "examples", "pool", "min_words")
 
 
 @dataclass
