@@ -545,6 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", type=Path, default=PLOTS)
     a = p.parse_args(argv)
     pairs = [(t, v, int(s), Path(x), Path(y)) for t, v, s, x, y in a.pair] if a.pair else discover(a.runs)
+    if not a.pair:  # found by name: leave out pairs whose searches differ (e.g. quala-squad vs its 7,000-question twin)
+        kept = []
+        for pair in pairs:
+            try:
+                check_comparable(SearchedRun.load(pair[3]), SearchedRun.load(pair[4]))
+                kept.append(pair)
+            except ConfigError as e:
+                print(f"skipped {pair[3].name}: {e}", file=sys.stderr)
+        pairs = kept
     if not pairs:
         print(f"error: no finished LengthDrop/truncation run pairs under {a.runs} (see --pair)", file=sys.stderr)
         return 2
