@@ -110,11 +110,157 @@ def run_kill_resume(verbose: bool = False) -> tuple[list[dict[str, Any]], float]
     return rows, round(time.perf_counter() - start, 1)
 
 
+def run_multiprocess(verbose: bool = False, quickstart: Path | None = None) -> dict[str, Any]:
+    """The tiny recipe of ``tests/multiprocess_helpers.py`` on 1 and on 2 processes (the README's ``accelerate
+    launch`` command), and, when ``quickstart`` holds the two SST-2 quickstart run folders, their metrics."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from multiprocess_helpers import TRAINED, build_recipe, max_weight_difference, metrics, run_compress, stage_records
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="slimformer-mp-") as tmp:
+        recipe = build_recipe(Path(tmp) / "assets")
+        runs = {}
+        for processes in (1, 2):
+            run = Path(tmp) / f"run-{processes}"
+            proc = run_compress(recipe, run, processes)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{processes} process(es): exit {proc.returncode}: {proc.stderr[-2000:]}")
+            runs[processes] = (run, proc)
+        one, two = metrics(runs[1][0]), metrics(runs[2][0])
+        trained = {s["name"]: s["outputs"].get("processes") for s in stage_records(runs[2][0]) if s["name"] in TRAINED}
+        logs = {n: runs[2][1].stdout.count(f"{n}: running") for n in (next(iter(e)) for e in _mp_stages())}
+        tiny = {
+            "recipe": "tests/multiprocess_helpers.py (finetune, distill, length, evaluate, export, quantize, qat)",
+            "processes_per_training_stage": trained,
+            "stage_runs_logged": logs,
+            "metric_single": one["evaluate"]["accuracy"],
+            "metric_multi": two["evaluate"]["accuracy"],
+            "metrics_single": one,
+            "metrics_multi": two,
+            "max_weight_difference": {
+                n: max_weight_difference(runs[1][0] / n, runs[2][0] / n) for n in ("finetune", "distill", "length")
+            },
+        }
+    out: dict[str, Any] = {
+        "processes": 2,
+        "command": "accelerate launch --multi_gpu --num_processes 2 -m slimformer.cli compress RECIPE",
+        "tiny": tiny,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if quickstart is not None:
+        out["sst2_quickstart"] = _quickstart(quickstart)
+    src = out.get("sst2_quickstart") or tiny
+    out["metric_single"], out["metric_multi"] = src["metric_single"], src["metric_multi"]
+    out["metric_from"] = "sst2_quickstart" if "sst2_quickstart" in out else "tiny"
+    if verbose:
+        print(json.dumps(out, indent=2))
+    return out
+
+
+def _mp_stages() -> list[dict[str, Any]]:
+    from multiprocess_helpers import STAGES
+
+    return STAGES
+
+
+def _quickstart(folder: Path) -> dict[str, Any]:
+    """Dev accuracy (PyTorch fp32 and ONNX Runtime int8) of ``folder/quickstart-1proc`` and ``-2proc``."""
+    from slimformer.io import read_json
+
+    rec: dict[str, Any] = {
+        "recipe": "recipes/quickstart-sst2.yaml",
+        "commands": [
+            "OMP_NUM_THREADS=1 slimformer compress recipes/quickstart-sst2.yaml --run-dir runs/mp-compare/"
+            "quickstart-1proc",
+            "OMP_NUM_THREADS=1 accelerate launch --multi_gpu --num_processes 2 -m slimformer.cli compress "
+            "recipes/quickstart-sst2.yaml --run-dir runs/mp-compare/quickstart-2proc",
+        ],
+    }
+    for tag, n in (("single", 1), ("multi", 2)):
+        stages = {s["name"]: s["outputs"] for s in read_json(folder / f"quickstart-{n}proc" / "state.json")["stages"]}
+        rows = read_json(stages["benchmark"]["report_json"])["rows"] if "benchmark" in stages else []
+        int8 = next((r.get("accuracy") for r in rows if r.get("runtime") == "onnxruntime-int8"), None)
+        rec[f"metric_{tag}"] = stages["evaluate"]["metrics"]["accuracy"]
+        rec[f"int8_{tag}"] = int8
+        rec[f"train_processes_{tag}"] = stages["finetune"].get("processes", 1)
+    return rec
+
+
+def run_plan_failure() -> list[dict[str, Any]]:
+    """Seconds until ``compress`` refuses a recipe whose third stage cannot work (real data, real MiniLM), and
+    whether anything ran or was written before: the plan check (``slimformer.recipe.validate_plan``)."""
+    import os
+    import subprocess
+
+    data_root = Path(os.environ.get("SLIMFORMER_DATA", ROOT.parent / "shared" / "data")).resolve()
+    sst2 = data_root / "glue_data" / "SST-2"
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="slimformer-plan-") as tmp:
+        # a regression task over the user's own file (scores made from SST-2 labels: the layout, not the task)
+        rows = sst2.joinpath("train.tsv").read_text(encoding="utf-8").splitlines()[1:2001]
+        csv = Path(tmp) / "scores.csv"
+        csv.write_text("text,score\n" + "".join(f'"{r.split(chr(9))[0]}",{float(r.split(chr(9))[1])}\n' for r in rows))
+        recipes = {
+            "regression KD with a softmax loss (stage 3: distill kd_losses.logits_kd)": {
+                "name": "plan-regression",
+                "task": {"name": "scores", "files": {"train": str(csv), "label_column": "score", "kind": "regression"}},
+                "model": "minilm-l6",
+                "stages": [
+                    {"finetune": {"epochs": 3}},
+                    {"evaluate": {}},
+                    {"distill": {"student_layers": [0, 2, 5], "kd_losses": {"logits_kd": 1.0}}},
+                ],
+            },
+            "GLUE's unlabelled test split (stage 3: evaluate split: test)": {
+                "name": "plan-sst2",
+                "task": "sst2",
+                "model": "minilm-l6",
+                "data": str(sst2),
+                "stages": [{"finetune": {"epochs": 1}}, {"export": {}}, {"evaluate": {"split": "test"}}],
+            },
+        }
+        for what, raw in recipes.items():
+            path = Path(tmp) / f"{raw['name']}.yaml"
+            path.write_text(json.dumps(raw), encoding="utf-8")
+            run = Path(tmp) / raw["name"]
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "slimformer.cli", "compress", str(path), "--run-dir", str(run)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "SLIMFORMER_DATA": str(data_root)},
+                timeout=600,
+            )
+            seconds = time.perf_counter() - start
+            err = [line for line in proc.stderr.splitlines() if line.strip()]
+            written = sorted(str(p.relative_to(run)) for p in run.rglob("*")) if run.exists() else []
+            cases.append(
+                {
+                    "case": what,
+                    "seconds": round(seconds, 2),
+                    "exit": proc.returncode,
+                    "error": err[-1] if err else "",
+                    "one_line": len(err) == 1,
+                    "names_stage_and_key": "stages[2]." in (err[-1] if err else ""),
+                    "files_written": written,
+                }
+            )
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: %(default)s)")
     parser.add_argument(
-        "--part", choices=["all", "bad_input", "kill_resume"], default="all", help="what to run (default: all)"
+        "--part",
+        choices=["all", "bad_input", "kill_resume", "multiprocess", "plan"],
+        default="all",
+        help="what to run (default: all)",
+    )
+    parser.add_argument(
+        "--quickstart-runs",
+        type=Path,
+        help="folder with the SST-2 quickstart run folders quickstart-1proc and quickstart-2proc (multiprocess part)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case's error line")
     args = parser.parse_args(argv)
@@ -138,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         good = sum(k["killed"] and k["resumed"] and k["metrics_equal"] for k in kills)
         ok &= good == len(kills)
         print(f"kill -9 then rerun: {good}/{len(kills)} points resumed with equal metrics ({seconds} s)")
+    if args.part in ("all", "multiprocess"):
+        m = results["multiprocess"] = run_multiprocess(args.verbose, args.quickstart_runs)
+        print(f"2 processes: metric {m['metric_multi']} vs 1 process {m['metric_single']} ({m['metric_from']})")
+    if args.part in ("all", "plan"):
+        p = results["plan_failure"] = run_plan_failure()
+        ok &= all(c["exit"] == 2 and c["names_stage_and_key"] and not c["files_written"] for c in p)
+        for c in p:
+            print(f"plan check: {c['case']}: exit {c['exit']} after {c['seconds']} s: {c['error']}")
     rows = [
         {"name": group, "metric_value": g["clean"] / g["cases"], "cases": g["cases"], "clean": g["clean"]}
         for group, g in results.get("bad_input", {}).get("groups", {}).items()
