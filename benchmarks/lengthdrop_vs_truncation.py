@@ -538,7 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", choices=("int8", "pytorch"), default="int8", help="how dev is scored (default int8)")
     p.add_argument("--data-root", default=os.environ.get("SLIMFORMER_DATA"))
     p.add_argument("--max-eval-examples", type=int, default=None, help="cap on dev examples (default: all)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="dev scoring batch (default: 1 for the int8 graphs, whose dynamic activation scales follow the batch, "
+        "as a served request; 64 for pytorch)",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -564,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             runtime=a.runtime,
             data_root=a.data_root,
             max_eval_examples=a.max_eval_examples,
-            batch_size=a.batch_size,
+            batch_size=a.batch_size or (1 if a.runtime == "int8" else 64),
             n_boot=a.n_boot,
             threads=a.threads or physical_cores(),
             results=a.out,
