@@ -371,6 +371,39 @@ CASES: list[Case] = [
         "single-key",
     ),
     _c("recipe-unknown-stage", "recipe", lambda r: _compress(r, _base_recipe(r, [{"distil": {}}])), "'distil'"),
+    # stages that cannot work are refused by the plan check before the first stage runs (recipe.validate_plan)
+    _c(
+        "recipe-stage3-unlabelled-split",
+        "recipe",
+        lambda r: _compress(r, _base_recipe(r, [{"finetune": {}}, {"export": {}}, {"evaluate": {"split": "test"}}])),
+        "stages[2].evaluate",
+        "no labels",
+    ),
+    _c(
+        "recipe-quantize-a-quantized-model",
+        "recipe",
+        lambda r: _compress(
+            r,
+            _base_recipe(
+                r,
+                [
+                    {"finetune": {}},
+                    {"qat": {"weight_quantizer": "uniform", "weight_bits": 8}},
+                    {"export": {}},
+                    {"quantize": {}},
+                ],
+            ),
+        ),
+        "stages[3].quantize",
+        "onnx_fp32",
+    ),
+    _c(
+        "recipe-report-without-search",
+        "recipe",
+        lambda r: _compress(r, _base_recipe(r, [{"finetune": {}}, {"length_benchmark": {}}])),
+        "stages[1].length_benchmark",
+        "front_json",
+    ),
     _c(
         "recipe-unknown-key",
         "recipe",
