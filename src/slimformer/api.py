@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from slimformer import dist
 from slimformer.autorecipe import VARIANTS
 from slimformer.autorecipe import new_recipe as _new_recipe
 from slimformer.checkpoint import load_model
@@ -142,7 +143,7 @@ def compress_user(
         )
         root = Path(run_dir) if run_dir is not None else Path("runs") / raw["name"].rsplit("-", 1)[0]
         folder = root / variant
-        recipe = write_recipe(raw, folder / "recipe.yaml")
+        recipe = dist.on_main(lambda raw=raw, folder=folder: write_recipe(raw, folder / "recipe.yaml"))
         log(f"[{variant}] recipe: {recipe} (edit and rerun: slimformer compress {recipe} --run-dir {folder})")
         try:
             ctx = compress(recipe, overrides=overrides, run_dir=folder, data_root=data_root)
@@ -150,12 +151,14 @@ def compress_user(
             if "no point reaches metric" not in str(e):
                 raise
             tried.append({"variant": variant, "run_dir": str(folder), "met_max_loss": False, "reason": str(e)})
-            atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried})
+            if dist.is_main():
+                atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried})
             log(f"[{variant}] not within --max-loss {max_loss}: {e}; trying the next variant")
             continue
         selected = (ctx.output_of("search") or {}).get("selected", {})
         tried.append({"variant": variant, "run_dir": str(folder), "met_max_loss": True, "selected": selected})
-        atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried, "chosen": variant})
+        if dist.is_main():
+            atomic_write_json(root / "variants.json", {"max_loss": max_loss, "tried": tried, "chosen": variant})
         return ctx
     summary = "; ".join(f"{t['variant']}: {t['reason']}" for t in tried)
     raise ConfigError(f"no variant met --max-loss {max_loss} ({summary})")

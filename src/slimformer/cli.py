@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from slimformer import __version__, api
+from slimformer import __version__, api, dist
 from slimformer.config import DATA_ENV
 from slimformer.errors import ConfigError, SlimformerError
 from slimformer.io import atomic_write_text
@@ -242,6 +242,8 @@ def _print_plan(rows: list[dict[str, Any]]) -> None:
 
 
 def _report(ctx: Any) -> None:
+    if not dist.is_main():  # several processes: the main one reports
+        return
     print(f"run folder: {ctx.run_dir}")
     report = ctx.latest("report_md")
     if report:
