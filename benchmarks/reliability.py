@@ -302,8 +302,41 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {"name": "kill -9 then rerun", "metric_value": good / len(kills), "cases": len(kills), "clean": good}
         )
+    for g in rows:
+        g["detail"] = "exit 2, one error: line, no traceback, no file changed"
+    if results.get("kill_resume"):
+        rows[-1]["detail"] = "SIGKILL at the point, same command again: exit 0, metrics and weights equal"
+    if results.get("plan_failure"):
+        p = results["plan_failure"]
+        good = sum(c["exit"] == 2 and c["names_stage_and_key"] and not c["files_written"] for c in p)
+        rows.append(
+            {
+                "name": "stage 3 cannot work: refused before stage 1",
+                "metric_value": good / len(p),
+                "cases": len(p),
+                "clean": good,
+                "detail": "; ".join(f"{c['case']}: {c['seconds']} s" for c in p),
+            }
+        )
+    if results.get("multiprocess"):
+        m = results["multiprocess"]
+        qs = m.get("sst2_quickstart")
+        detail = f"tiny recipe: dev accuracy {m['tiny']['metric_multi']} (2) vs {m['tiny']['metric_single']} (1)"
+        if qs:
+            detail += (
+                f"; SST-2 quickstart: fp32 {qs['metric_multi']} (2) vs {qs['metric_single']} (1), "
+                f"int8 {qs['int8_multi']} vs {qs['int8_single']}"
+            )
+        rows.append({"name": "2 processes (accelerate launch)", "metric_value": None, "detail": detail})
     results.update(
         {
+            "columns": [
+                ["name", "check"],
+                ["cases", "cases"],
+                ["clean", "clean"],
+                ["metric_value", "fraction clean"],
+                ["detail", "what is checked / measured"],
+            ],
             "benchmark": "reliability",
             "command": "python benchmarks/reliability.py",
             "machine": machine_info(),

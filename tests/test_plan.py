@@ -213,3 +213,13 @@ def test_dry_run_of_a_bad_recipe_is_a_one_line_error(stsb: Path, tmp_path: Path,
     assert (
         len(err) == 1 and err[0].startswith("error: ") and "stages[1].distill: kd_losses.soft_cross_entropy" in err[0]
     )
+
+
+def test_a_global_batch_that_processes_cannot_split_is_refused(sst2: Path, monkeypatch, never_run) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")  # the plan is checked before any process group is joined
+    recipe = _recipe("sst2", sst2, [{"finetune": {**TRAIN, "batch_size": 8}}])
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.finetune: batch_size: 8 is not a multiple of the 3 processes"):
+        validate_plan(recipe)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    validate_plan(recipe)  # 8 rows = 4 per process
+    assert never_run == []

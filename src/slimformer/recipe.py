@@ -322,9 +322,12 @@ def validate_plan(recipe: Recipe, *, data_root: str | None = None, skip: int = 0
                     after = f" (the model of {state.quantized_by!r} is quantized)" if state.quantized_by else ""
                     raise ConfigError(f"{where}: needs {key} from an earlier {made} stage{after}")
         state.added = set(spec.produces)  # the check may withdraw keys its config does not produce
-        if i >= skip and spec.check is not None:
+        if i >= skip:
             try:
-                spec.check(state, cfg)
+                if spec.trains and isinstance(getattr(cfg, "batch_size", None), int):
+                    dist.per_process_batch(cfg.batch_size)  # several processes split the global batch evenly
+                if spec.check is not None:
+                    spec.check(state, cfg)
             except SlimformerError as e:
                 raise type(e)(f"{where}: {e}") from None
         state.available.update(state.added)
