@@ -428,7 +428,6 @@ def run_recipe(
     """
     first_rerun = len(recipe.stages) if rerun_from is None else _stage_position(recipe, rerun_from)
     rd = check_output_path(run_dir or recipe.run_dir or Path("runs") / recipe.name, option="run folder")
-    rd.mkdir(parents=True, exist_ok=True)
     resolved_path, state_path = rd / "recipe.resolved.yaml", rd / "state.json"
     resolved = yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False)
     dist.init()
@@ -447,6 +446,7 @@ def run_recipe(
 
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
     skipped = _checked_plan(recipe, done, first_rerun, data_root)[1]  # a stage that cannot work fails now
+    rd.mkdir(parents=True, exist_ok=True)  # only once the plan holds: a refused recipe leaves no run folder
     if not dist.is_main():
         log = _quiet
     for i, (name, cfg) in enumerate(recipe.stages):
