@@ -179,7 +179,7 @@ def _quickstart(folder: Path) -> dict[str, Any]:
     for tag, n in (("single", 1), ("multi", 2)):
         stages = {s["name"]: s["outputs"] for s in read_json(folder / f"quickstart-{n}proc" / "state.json")["stages"]}
         rows = read_json(stages["benchmark"]["report_json"])["rows"] if "benchmark" in stages else []
-        int8 = next((r.get("accuracy") for r in rows if r.get("runtime") == "onnxruntime-int8"), None)
+        int8 = next((r.get("metric_value") for r in rows if r.get("runtime") == "onnxruntime-int8"), None)
         rec[f"metric_{tag}"] = stages["evaluate"]["metrics"]["accuracy"]
         rec[f"int8_{tag}"] = int8
         rec[f"train_processes_{tag}"] = stages["finetune"].get("processes", 1)
