@@ -176,6 +176,7 @@ def _quickstart(folder: Path) -> dict[str, Any]:
             "recipes/quickstart-sst2.yaml --run-dir runs/mp-compare/quickstart-2proc",
         ],
     }
+    rec["paired"] = _quickstart_paired(folder)
     for tag, n in (("single", 1), ("multi", 2)):
         stages = {s["name"]: s["outputs"] for s in read_json(folder / f"quickstart-{n}proc" / "state.json")["stages"]}
         rows = read_json(stages["benchmark"]["report_json"])["rows"] if "benchmark" in stages else []
@@ -184,6 +185,36 @@ def _quickstart(folder: Path) -> dict[str, Any]:
         rec[f"int8_{tag}"] = int8
         rec[f"train_processes_{tag}"] = stages["finetune"].get("processes", 1)
     return rec
+
+
+def _quickstart_paired(folder: Path) -> dict[str, Any]:
+    """McNemar on the SST-2 dev predictions of the fine-tuned models: 2 processes vs 1 (seed 42), and, as the
+    yardstick of what data-parallel training changes (other dropout draws), 1 process seed 42 vs seed 43."""
+    import os
+
+    import slimformer.stages  # noqa: F401
+    from slimformer.bench.stats import mcnemar
+    from slimformer.checkpoint import load_model
+    from slimformer.evaluate import evaluate_predictor_scores, torch_predictor
+    from slimformer.tasks.data import load_eval_set
+
+    data_root = Path(os.environ.get("SLIMFORMER_DATA", ROOT.parent / "shared" / "data"))
+    correct: dict[str, Any] = {}
+    for tag in ("1proc", "2proc", "1proc-seed43"):
+        run = folder / f"quickstart-{tag}" / "finetune"
+        if not run.is_dir():
+            continue
+        loaded = load_model(run)
+        dev = load_eval_set("sst2", data_root / "glue_data" / "SST-2", loaded.tokenizer, max_seq_length=128)
+        correct[tag] = evaluate_predictor_scores(torch_predictor(loaded.model), dev, progress=False)[1].scores
+    out: dict[str, Any] = {"dev_accuracy": {k: float(v.mean()) for k, v in correct.items()}}
+    for a, b in (("2proc", "1proc"), ("1proc-seed43", "1proc")):
+        if a in correct and b in correct:
+            out[f"{a}_vs_{b}"] = {
+                "difference": float(correct[a].mean() - correct[b].mean()),
+                "mcnemar_p": mcnemar(correct[a], correct[b]),
+            }
+    return out
 
 
 def run_plan_failure() -> list[dict[str, Any]]:
