@@ -115,8 +115,13 @@ class SearchedRun:
         return [*self.front["front"], self.front["full"]]
 
 
-def check_comparable(a: SearchedRun, b: SearchedRun) -> None:
+def check_comparable(a: SearchedRun, b: SearchedRun, *, allow_pool_mismatch: bool = False) -> None:
     """The two runs searched alike, so their FLOPs budgets and search-split picks can be matched.
+
+    ``allow_pool_mismatch``: accept search splits drawn from different pools (same size, split and word minimum). A
+    LengthDrop stage capped at ``max_train_examples`` draws its split from the training examples it did not see; a
+    twin without that stage draws from all of them: each pick is still made on held-out training data, never on dev,
+    but not on the same sentences (the rows record both pools).
 
     Raises:
         ConfigError: naming the first field that differs.
@@ -128,7 +133,7 @@ def check_comparable(a: SearchedRun, b: SearchedRun) -> None:
             )
     for key in SAME_SPLIT:
         x, y = a.front["search_split"].get(key), b.front["search_split"].get(key)
-        if x != y:
+        if x != y and not (allow_pool_mismatch and key == "pool"):
             raise ConfigError(
                 f"{a.run_dir} and {b.run_dir} searched on other splits: search_split.{key} {x!r} vs {y!r}"
             )
@@ -266,6 +271,7 @@ def compare_pair(
     n_boot: int = 1000,
     threads: int | None = None,
     scorer: Callable[..., DevScorer] = DevScorer,
+    allow_pool_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Paired comparison of a LengthDrop run and its truncation twin at ``budgets`` matched FLOPs budgets.
 
@@ -276,7 +282,8 @@ def compare_pair(
     Raises:
         ConfigError: the two searched differently, share no FLOPs range, or a run lacks what ``runtime`` needs.
     """
-    check_comparable(lengthdrop, truncation)
+    check_comparable(lengthdrop, truncation, allow_pool_mismatch=allow_pool_mismatch)
+    pools = [r.front["search_split"].get("pool") for r in (lengthdrop, truncation)]
     threads = threads or physical_cores()
     kw = {"runtime": runtime, "data_root": data_root, "max_eval_examples": max_eval_examples}
     sa = scorer(lengthdrop, batch_size=batch_size, threads=threads, **kw)
@@ -298,6 +305,7 @@ def compare_pair(
                 "metric": metric,
                 "lengthdrop_metric": x.value(),
                 "truncation_metric": y.value(),
+                "search_split_pools": pools,
                 "p_value": p,
                 "test": test,
                 "lengthdrop_config": list(a["length_config"]),
@@ -474,6 +482,7 @@ def run(
     results: Path = RESULTS,
     plots: Path | None = PLOTS,
     command: str = "python benchmarks/lengthdrop_vs_truncation.py",
+    allow_pool_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Compare every pair, write the results file (and the plots unless ``plots`` is None); return the results."""
     done: list[dict[str, Any]] = []
@@ -492,6 +501,7 @@ def run(
             batch_size=batch_size,
             n_boot=n_boot,
             threads=threads,
+            allow_pool_mismatch=allow_pool_mismatch,
         )
         done.append({**res, "task": task, "variant": variant, "seed": seed, "lengthdrop_run": ld, "truncation_run": tr})
     rows = [r for d in done for r in d["rows"]]
@@ -547,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--allow-pool-mismatch",
+        action="store_true",
+        help="accept search splits drawn from different pools (a LengthDrop stage capped at max_train_examples "
+        "excludes what it saw; its twin does not); both pools are recorded in every row",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--plots", type=Path, default=PLOTS)
     a = p.parse_args(argv)
@@ -575,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=a.threads or physical_cores(),
             results=a.out,
             plots=a.plots,
+            allow_pool_mismatch=a.allow_pool_mismatch,
             command="python benchmarks/lengthdrop_vs_truncation.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         )

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The short-budget SST-2 comparison behind benchmarks/results/lengthdrop-vs-truncation.json (issue 14, variant
+# la-full: LengthDrop on the full-depth fine-tuned MiniLM-L6 vs truncation of the same model), 2 seeds.
+# Budget cut to fit a 2-core CPU session (the recipes' defaults are the issue's budget):
+#   length: 24,000 training sentences x 1 epoch (recipe: all 67,349 x 2); search: 1,000 held-out sentences,
+#   4 iterations, no latency timing (recipe: 2,000, 6 iterations, timed). Dev scored with PyTorch fp32 per example.
+# Needs the shared teacher runs/sst2-int8/finetune (SLIMFORMER_DATA=../shared/data slimformer compress recipes/sst2-int8.yaml).
+# About 2 h on 2 cores (one thread per run, two runs at a time).
+set -euo pipefail
+export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+R=runs/issue14
+LD="stages.1.length.max_train_examples=24000 stages.1.length.epochs=1 stages.1.length.threads=1"
+S() { echo "stages.$1.search.search_examples=1000 stages.$1.search.iterations=4 stages.$1.search.measure_latency=false stages.$1.search.threads=1"; }
+for seed in 42 43; do
+  sfx=$([ "$seed" = 42 ] && echo "" || echo "-seed$seed")
+  for d in "quala-sst2-la-full$sfx" "quala-sst2-la-full-truncation$sfx"; do
+    mkdir -p "$R/$d" && ln -sfn ../../sst2-int8/finetune "$R/$d/finetune"
+  done
+  # shellcheck disable=SC2046
+  slimformer compress recipes/quala-sst2-la-full.yaml seed=$seed $LD $(S 2) --run-dir "$R/quala-sst2-la-full$sfx" &
+  # shellcheck disable=SC2046
+  slimformer compress recipes/quala-sst2-la-full-truncation.yaml seed=$seed $(S 1) \
+    --run-dir "$R/quala-sst2-la-full-truncation$sfx"
+  wait
+done
+python benchmarks/lengthdrop_vs_truncation.py --allow-pool-mismatch --runtime pytorch \
+  --pair sst2 la-full 42 $R/quala-sst2-la-full $R/quala-sst2-la-full-truncation \
+  --pair sst2 la-full 43 $R/quala-sst2-la-full-seed43 $R/quala-sst2-la-full-truncation-seed43 --threads 2
