@@ -194,7 +194,7 @@ def test_length_stage_config_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"length.num_sandwhich: unknown key"):
         parse_recipe({**base, "stages": [{"length": {"num_sandwhich": 2}}]})
     recipe = parse_recipe({**base, "stages": [{"length": {}}]})
-    with pytest.raises(ConfigError, match="stage 'length' needs a model_dir"):
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.length: needs model_dir from an earlier"):
         run_recipe(recipe, run_dir=tmp_path, log=lambda s: None)
 
 

@@ -71,7 +71,7 @@ def test_stage_without_its_input_is_a_config_error(tmp_path: Path, capsys) -> No
     p = tmp_path / "x.yaml"
     p.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     assert main(["compress", str(p), "--run-dir", str(tmp_path / "run")]) == 2
-    assert "needs a model_dir" in capsys.readouterr().err
+    assert "stages[0].export: needs model_dir from an earlier" in capsys.readouterr().err
 
 
 def test_export_and_benchmark_commands(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:

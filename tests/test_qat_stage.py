@@ -104,7 +104,7 @@ def test_teacher_of_another_task_is_refused(tmp_path: Path, tiny_tokenizer) -> N
 
 def test_stage_without_teacher_is_a_config_error(tmp_path: Path) -> None:
     recipe = parse_recipe({"name": "x", "task": "sst2", "data": "d", "stages": [{"qat": {}}]})
-    with pytest.raises(ConfigError, match=r"stage 'qat' needs a teacher"):
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.qat: teacher: no earlier stage writes a full-precision model"):
         run_recipe(recipe, run_dir=tmp_path, log=lambda _: None)
 
 
