@@ -352,12 +352,25 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("multiprocess"):
         m = results["multiprocess"]
         qs = m.get("sst2_quickstart")
-        detail = f"tiny recipe: dev accuracy {m['tiny']['metric_multi']} (2) vs {m['tiny']['metric_single']} (1)"
+        worst = max(m["tiny"]["max_weight_difference"].values())
+        detail = (
+            f"tiny recipe (no dropout): dev accuracy {m['tiny']['metric_multi']:.4f} (2) vs "
+            f"{m['tiny']['metric_single']:.4f} (1), weights within {worst:.1e}"
+        )
         if qs:
             detail += (
-                f"; SST-2 quickstart: fp32 {qs['metric_multi']} (2) vs {qs['metric_single']} (1), "
-                f"int8 {qs['int8_multi']} vs {qs['int8_single']}"
+                f"; SST-2 quickstart: fp32 {qs['metric_multi']:.4f} (2) vs {qs['metric_single']:.4f} (1), "
+                f"int8 {qs['int8_multi']:.4f} vs {qs['int8_single']:.4f}"
             )
+            pair = qs.get("paired", {})
+            if "2proc_vs_1proc" in pair:
+                detail += f", McNemar p {pair['2proc_vs_1proc']['mcnemar_p']:.3f}"
+            if "1proc-seed43_vs_1proc" in pair:
+                y = pair["1proc-seed43_vs_1proc"]
+                detail += (
+                    f"; yardstick, 1 process seed 43 vs 42: {y['difference'] * 100:+.2f} points "
+                    f"(p {y['mcnemar_p']:.3f})"
+                )
         rows.append({"name": "2 processes (accelerate launch)", "metric_value": None, "detail": detail})
     results.update(
         {
