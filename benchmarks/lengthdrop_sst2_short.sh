@@ -26,3 +26,16 @@ done
 python benchmarks/lengthdrop_vs_truncation.py --allow-pool-mismatch --runtime pytorch \
   --pair sst2 la-full 42 $R/quala-sst2-la-full $R/quala-sst2-la-full-truncation \
   --pair sst2 la-full 43 $R/quala-sst2-la-full-seed43 $R/quala-sst2-la-full-truncation-seed43 --threads 2
+# LayerDrop ablation (seed 42; 0.2 is the run above): benchmarks/results/layerdrop-ablation-sst2.json
+for ld in 0.0 0.1; do
+  d="$R/quala-sst2-la-full-ld$(echo $ld | tr -d .)"; d="${d/ld00/ld0}"
+  mkdir -p "$d" && ln -sfn ../../sst2-int8/finetune "$d/finetune"
+  # shellcheck disable=SC2046
+  slimformer compress recipes/quala-sst2-la-full.yaml $LD stages.1.length.layer_drop_prob=$ld $(S 2) --run-dir "$d" &
+done
+wait
+python benchmarks/lengthdrop_vs_truncation.py --allow-pool-mismatch --runtime pytorch \
+  --pair sst2 la-full-layerdrop0 42 $R/quala-sst2-la-full-ld0 $R/quala-sst2-la-full-truncation \
+  --pair sst2 la-full-layerdrop0.1 42 $R/quala-sst2-la-full-ld01 $R/quala-sst2-la-full-truncation \
+  --pair sst2 la-full-layerdrop0.2 42 $R/quala-sst2-la-full $R/quala-sst2-la-full-truncation \
+  --threads 2 --out benchmarks/results/layerdrop-ablation-sst2.json
