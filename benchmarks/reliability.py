@@ -114,7 +114,15 @@ def run_multiprocess(verbose: bool = False, quickstart: Path | None = None) -> d
     """The tiny recipe of ``tests/multiprocess_helpers.py`` on 1 and on 2 processes (the README's ``accelerate
     launch`` command), and, when ``quickstart`` holds the two SST-2 quickstart run folders, their metrics."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from multiprocess_helpers import TRAINED, build_recipe, max_weight_difference, metrics, run_compress, stage_records
+    from multiprocess_helpers import (
+        STAGES,
+        TRAINED,
+        build_recipe,
+        max_weight_difference,
+        metrics,
+        run_compress,
+        stage_records,
+    )
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slimformer-mp-") as tmp:
@@ -128,7 +136,7 @@ def run_multiprocess(verbose: bool = False, quickstart: Path | None = None) -> d
             runs[processes] = (run, proc)
         one, two = metrics(runs[1][0]), metrics(runs[2][0])
         trained = {s["name"]: s["outputs"].get("processes") for s in stage_records(runs[2][0]) if s["name"] in TRAINED}
-        logs = {n: runs[2][1].stdout.count(f"{n}: running") for n in (next(iter(e)) for e in _mp_stages())}
+        logs = {n: runs[2][1].stdout.count(f"{n}: running") for n in (next(iter(e)) for e in STAGES)}
         tiny = {
             "recipe": "tests/multiprocess_helpers.py (finetune, distill, length, evaluate, export, quantize, qat)",
             "processes_per_training_stage": trained,
@@ -155,12 +163,6 @@ def run_multiprocess(verbose: bool = False, quickstart: Path | None = None) -> d
     if verbose:
         print(json.dumps(out, indent=2))
     return out
-
-
-def _mp_stages() -> list[dict[str, Any]]:
-    from multiprocess_helpers import STAGES
-
-    return STAGES
 
 
 def _quickstart(folder: Path) -> dict[str, Any]:
