@@ -14,6 +14,13 @@ give the median, minimum and maximum of the per-round ratios, bs-32 throughput a
 
 Writes ``benchmarks/results/quala-timing.json``. The run folders must hold what ``benchmarks/quala.py`` made
 (the recipe command in each results file recreates them).
+
+    python benchmarks/quala_timing.py --run runs/issue14/quala-sst2-l3b --out benchmarks/results/quala-targets.json
+
+times run folders of any recipe that ends with ``export`` (int8) and ``length_benchmark`` instead: the pick and the
+accuracies come from the run's own ``report.json``, the teacher is the distill stage's (else the run's fine-tuned
+model). Each row then also states issue 14's speed targets (SST-2: >= 4.5x the int8 teacher's bs-32 throughput and
+>= 14x its eager fp32 at <= 1.0 point loss; SQuAD: >= 1.5x and >= 8x at <= 1.0 F1) and whether the median meets them.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ def _artefacts(run: Path, results: dict) -> dict[str, object]:
         raise ConfigError(f"{run}: no finished length_benchmark stage; run benchmarks/quala.py for it first")
     front = read_json(state["search"]["front_json"])
     teacher = (load_model(front["searched_model"]).meta.stage("distill") or {}).get("teacher")
+    teacher = teacher or state.get("finetune", {}).get("model_dir")  # no distillation: the fine-tuned model
     selected = results["selected"]
     return {
         "teacher": teacher,
@@ -61,6 +69,11 @@ def _artefacts(run: Path, results: dict) -> dict[str, object]:
         "seq_len": front["seq_len"],
         "task": front["task"],
     }
+
+
+def _rel(path: Path) -> str:
+    p = path.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -113,11 +126,44 @@ def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, o
     }
 
 
+#: Issue 14's speed targets per task: (bs-32 ratio over the int8 teacher, over the eager fp32 teacher, the most
+#: metric points lost against the fp32 teacher).
+TARGETS = {"sst2": (4.5, 14.0, 1.0), "squad": (1.5, 8.0, 1.0)}
+
+
+def targets(row: dict, report: dict) -> dict[str, object]:
+    """The pick's dev metric against the fp32 teacher's (points) and whether the median ratios meet the targets."""
+    by_name = {r["name"]: r for r in report["rows"]}
+    teacher = by_name["teacher fp32"]["metric_value"]
+    pick = next(r for r in report["rows"] if r["name"].startswith("QuaLA student"))["metric_value"]
+    scale = 1.0 if report["task"] == "squad" else 100.0  # SQuAD F1 is in points, GLUE metrics are fractions
+    loss = round((teacher - pick) * scale, 2)
+    out: dict[str, object] = {"teacher_fp32_metric": teacher, "pick_int8_metric": pick, "loss_points": loss}
+    if report["task"] in TARGETS:
+        vs_int8, vs_fp32, max_loss = TARGETS[report["task"]]
+        r = row["ratios"]
+        out["targets"] = {"bs32_vs_teacher_int8": vs_int8, "bs32_vs_teacher_fp32": vs_fp32, "max_loss_points": max_loss}
+        out["met"] = {
+            "bs32_vs_teacher_int8": r["bs32 vs teacher int8"]["median"] >= vs_int8,
+            "bs32_vs_teacher_fp32": r["bs32 vs teacher fp32"]["median"] >= vs_fp32,
+            "loss": loss <= max_loss,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"results names (default: {', '.join(RUNS)})")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="threads of every runtime (default: physical cores)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run folder with a finished length_benchmark stage, timed from its own report.json (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: results/quala-timing.json)")
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info, physical_cores
@@ -126,9 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in RUNS]
     if unknown:
         parser.error(f"unknown results name(s) {unknown}; known: {list(RUNS)}")
+    if args.run and args.names:
+        parser.error("give results names or --run folders, not both")
     threads = args.threads or physical_cores()
     rows = []
-    for name in args.names or list(RUNS):
+    for run in args.run:
+        run = run.resolve()
+        state = {s["name"]: s["outputs"] for s in read_json(run / "state.json")["stages"]}
+        if "length_benchmark" not in state:
+            parser.error(f"{run}: no finished length_benchmark stage (run the recipe's export and length_benchmark)")
+        report = read_json(state["length_benchmark"]["report_json"])
+        row = {"results": run.name, **time_run(run, report, args.rounds, threads)}
+        row.update(targets(row, report))
+        print(run.name, row["ratios"], {k: row[k] for k in ("loss_points", "met") if k in row})
+        rows.append(row)
+    for name in [] if args.run else args.names or list(RUNS):
         run = ROOT / RUNS[name]
         if not (run / "state.json").is_file():
             print(f"{name}: {run} is missing; skipped (recreate it with the command in benchmarks/results/{name}.json)")
@@ -145,14 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             **{k: f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})" for k, v in r["ratios"].items()},
             "teacher int8 seq/s": f"{r['throughput_bs32']['teacher int8']['median']:.0f} "
             f"({r['throughput_bs32']['teacher int8']['min']:.0f}-{r['throughput_bs32']['teacher int8']['max']:.0f})",
+            **({"loss (points)": f"{r['loss_points']:.2f}"} if "loss_points" in r else {}),
+            **({"targets met": ", ".join(k for k, v in r["met"].items() if v) or "none"} if "met" in r else {}),
         }
         for r in rows
     ]
-    keys = ["results", "task", "length_config", *next(iter(rows))["ratios"], "teacher int8 seq/s"] if rows else []
+    keys = list(flat[0]) if flat else []
     results = {
         "benchmark": "quala-timing",
         "command": "SLIMFORMER_DATA=../shared/data python benchmarks/quala_timing.py"
-        + (f" --rounds {args.rounds}" if args.rounds != 10 else ""),
+        + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+        + "".join(f" --run {_rel(r)}" for r in args.run)
+        + (f" --out {_rel(args.out)}" if args.out else ""),
         "machine": machine_info(threads),
         "task": ", ".join(dict.fromkeys(r["task"] for r in rows)),  # per row in "task"
         "metric": "speed ratio",
@@ -164,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": flat,
         "runs": rows,
     }
-    out = atomic_write_json(ROOT / "benchmarks" / "results" / "quala-timing.json", results)
+    out = atomic_write_json(args.out or ROOT / "benchmarks" / "results" / "quala-timing.json", results)
     print(f"wrote {out}")
     return 0
 

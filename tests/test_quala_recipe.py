@@ -258,6 +258,43 @@ def test_timing_rounds_of_a_results_files_pick(run, tmp_path) -> None:
         assert 0 < spread["min"] <= spread["median"] <= spread["max"]
 
 
+def test_timing_of_run_folders_states_the_speed_targets(run, tmp_path) -> None:
+    """``quala_timing.py --run``: the pick and the accuracies from the run's own report.json, the targets judged."""
+    _, ctx = run
+    out = tmp_path / "targets.json"
+    mod = _bench_module("quala_timing")
+    assert mod.main(["--run", str(ctx.run_dir), "--out", str(out), "--rounds", "2", "--threads", "1"]) == 0
+    res = read_json(out)
+    (row,) = res["runs"]
+    report = read_json(ctx.outputs["5-length_benchmark"]["report_json"])
+    assert row["length_config"] == report["selected"]["length_config"] and row["rounds"] == 2
+    teacher = next(r for r in report["rows"] if r["name"] == "teacher fp32")["metric_value"]
+    pick = next(r for r in report["rows"] if r["name"].startswith("QuaLA student"))["metric_value"]
+    assert row["loss_points"] == round((teacher - pick) * 100, 2)
+    assert row["met"]["bs32_vs_teacher_int8"] == (row["ratios"]["bs32 vs teacher int8"]["median"] >= 4.5)
+    assert f"--run {ctx.run_dir}" in res["command"] and "loss (points)" in res["rows"][0]
+
+
+def test_speed_targets_against_hand_computed_cases() -> None:
+    targets = _bench_module("quala_timing").targets
+    report = {
+        "task": "squad",
+        "rows": [
+            {"name": "teacher fp32", "metric_value": 80.0},
+            {"name": "teacher int8 dynamic PTQ (ORT)", "metric_value": 79.5},
+            {"name": "QuaLA student int8 dynamic PTQ, length config (1, 2)", "metric_value": 79.2},
+        ],
+    }
+    ratios = {"bs32 vs teacher int8": {"median": 1.6}, "bs32 vs teacher fp32": {"median": 7.9}}
+    got = targets({"ratios": ratios}, report)
+    assert got["loss_points"] == 0.8  # F1 is in points
+    assert got["met"] == {"bs32_vs_teacher_int8": True, "bs32_vs_teacher_fp32": False, "loss": True}
+    report["task"], report["rows"][0]["metric_value"], report["rows"][2]["metric_value"] = "sst2", 0.889, 0.876
+    got = targets({"ratios": ratios}, report)
+    assert got["loss_points"] == 1.3  # accuracy is a fraction: 1.3 points
+    assert got["met"]["loss"] is False and got["targets"]["bs32_vs_teacher_int8"] == 4.5
+
+
 def test_pipeline_without_a_length_stage_searches_the_distilled_student(run, tmp_path) -> None:
     """recipes/quala-sst2-truncation.yaml's shape: every configuration is plain truncation of the student."""
     raw, run_dir = _copy_run(run, tmp_path)
