@@ -234,3 +234,27 @@ def test_distill_records_a_point_per_epoch(tmp_path: Path, tiny_tokenizer) -> No
     assert json.loads((tmp_path / "student" / "eval_results.json").read_text())["learning_curve"] == curve
     loaded = _with_weights(res["model_dir"], snap.states[2])
     assert curve[0]["metrics"] == evaluate_model(loaded.model, loaded.tokenizer, cfg, teacher_meta=loaded.meta)
+
+
+@pytest.mark.parametrize("stage", ["qat", "sdq"])
+def test_quantized_stages_record_a_point_per_epoch_without_changing_the_training(
+    tmp_path: Path, tiny_tokenizer, stage: str
+) -> None:
+    """The per-epoch point scores the fake-quantized model; Quant-Noise (SDQ) draws the same masks with or without
+    it, so the trained weights are those of a run without per-epoch evaluation."""
+    from slimformer.stages.qat import QATStageConfig, run_qat
+    from slimformer.stages.sdq import SDQStageConfig
+
+    data = _data(tmp_path)
+    teacher = save_teacher(tmp_path / "teacher", tiny_tokenizer, data)
+    config_cls = SDQStageConfig if stage == "sdq" else QATStageConfig
+    cfg = config_cls(task="sst2", data=str(data), epochs=2, **TRAIN)
+    res = run_qat(cfg, tmp_path / stage, teacher=teacher)
+    assert _epochs_and_steps(res["learning_curve"]) == [(1.0, 2), (2.0, 4)]
+    assert res["learning_curve"][-1]["metrics"] == res["metrics"]
+    off = run_qat(cfg.model_copy(update={"eval_each_epoch": False}), tmp_path / f"{stage}-off", teacher=teacher)
+    assert off["learning_curve"] == [{"epoch": 2.0, "step": 4, "metrics": off["metrics"]}]
+    a, b = load_model(res["model_dir"]).model.state_dict(), load_model(off["model_dir"]).model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
