@@ -179,7 +179,7 @@ def train_length_adaptive(
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
     return dist.on_main(
-        lambda: _finish(model, tok, config, meta, layer_drop, msl, train, out, ckpt, result, dev, score, curve)
+        lambda: _finish(model, tok, config, meta, layer_drop, msl, train, dev, out, ckpt, result, score, curve)
     )
 
 
@@ -200,10 +200,10 @@ def _finish(
     layer_drop: float,
     msl: int,
     train: Any,
+    dev: Any,
     out: Path,
     ckpt: Path,
     result: Any,
-    dev: Any,
     score: Scorer,
     curve: LearningCurve,
 ) -> dict[str, Any]:
