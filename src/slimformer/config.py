@@ -22,7 +22,9 @@ __all__ = [
     "resolve_data_path",
     "run_control_fields",
     "identity_dump",
+    "legacy_identity",
     "IDENTITY_WHEN_SET",
+    "LEGACY_RUN_CONTROL",
 ]
 
 #: ``model:`` value meaning "the model folder written by the previous stage of the recipe".
@@ -70,6 +72,19 @@ def identity_dump(cfg: BaseModel) -> dict[str, Any]:
         ):
             skip.add(name)
     return cfg.model_dump(mode="json", exclude=skip)
+
+
+#: The run-control fields ``finetune`` counted in its identity before 0.1.0 (``save_steps``, ``save_total_limit``):
+#: its records of that time hold them. A field made run-control later (``eval_each_epoch``) was never part of any
+#: identity, so it is not added to the old records either.
+LEGACY_RUN_CONTROL = ("save_steps", "save_total_limit")
+
+
+def legacy_identity(cfg: BaseModel) -> dict[str, Any]:
+    """:func:`identity_dump` plus the :data:`LEGACY_RUN_CONTROL` fields of ``cfg``: what a record written before
+    those fields became run-control holds (accepted for resuming, so existing run folders are not retrained)."""
+    dumped = cfg.model_dump(mode="json")
+    return {**identity_dump(cfg), **{k: dumped[k] for k in LEGACY_RUN_CONTROL if k in dumped}}
 
 
 class StageConfig(BaseModel):

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimformer import dist
 from slimformer._faults import kill_point
-from slimformer.config import StageConfig, identity_dump, resolve_data_path, run_control_fields
+from slimformer.config import StageConfig, identity_dump, legacy_identity, resolve_data_path
 from slimformer.errors import ConfigError, SlimformerError
 from slimformer.io import atomic_write_json, atomic_write_text, check_output_path, read_json
 from slimformer.stages import STAGES, PlanState, RunContext, StageSpec, register_stage
@@ -274,10 +274,10 @@ def _config_hash(name: str, cfg: StageConfig) -> str:
 def _legacy_hash(name: str, cfg: StageConfig) -> str:
     """The hash an earlier release recorded when some of today's run-control fields were still part of a stage's
     identity (``finetune``'s ``save_steps`` / ``save_total_limit``, made run-control in 0.1.0 for consistency with
-    the other training stages): the identity plus every run-control field. Accepted for resuming, so existing run
+    the other training stages): the identity plus those two fields (:func:`~slimformer.config.legacy_identity`; a
+    field made run-control since was in no identity). Accepted for resuming, so existing run
     folders are not retrained; a new record is written with :func:`_config_hash` when the stage next runs."""
-    control = {k: v for k, v in cfg.model_dump(mode="json").items() if k in run_control_fields(cfg)}
-    payload = json.dumps([name, {**identity_dump(cfg), **control}], sort_keys=True)
+    payload = json.dumps([name, legacy_identity(cfg)], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

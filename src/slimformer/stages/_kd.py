@@ -2,13 +2,16 @@
 
 :class:`KDTrainConfig` holds the loss set and the training budget (the same options as
 :class:`~slimformer.config.FinetuneConfig`); :func:`train_student` runs a :class:`DistillationTrainer` on the
-task's training data; :func:`evaluate_model` scores a model with the official metric; :func:`student_meta`
+task's training data and records its learning curve (the dev metric after each epoch but the last:
+:mod:`slimformer.train.curves`); :func:`evaluate_model` scores a model with the official metric; :func:`student_meta`
 builds the ``slimformer.json`` record of the result (the teacher's history plus one ``applied`` entry).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,10 @@ from slimformer.io import atomic_write_json
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
 from slimformer.stages.base import STAGES, PlanState, RunContext, quantized_stages
 from slimformer.tasks import get_task
-from slimformer.tasks.data import load_eval_set, load_train_features
+from slimformer.tasks.data import TaskData, load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
 from slimformer.train.checkpoints import kill_callbacks, prepare_checkpoints, remove_checkpoints, resume_record
+from slimformer.train.curves import LearningCurve, curve_point
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -92,12 +96,22 @@ class KDTrainConfig(TrainingOptions):
 
 @dataclass
 class KDRun:
-    """What :func:`train_student` did."""
+    """What :func:`train_student` did.
+
+    ``epoch``: epochs trained (``TrainerState.epoch``); ``curve``: the dev metrics after each epoch but the last
+    (learning-curve points, :mod:`slimformer.train.curves`; empty with ``eval_each_epoch`` off).
+    """
 
     train_examples: int
     train_features: int
     steps: int
     train_loss: float
+    epoch: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+    def learning_curve(self, metrics: dict[str, float]) -> list[dict[str, Any]]:
+        """The whole learning curve: :attr:`curve`, then ``metrics`` (the final evaluation) at the last step."""
+        return [*self.curve, curve_point(self.epoch, self.steps, metrics)]
 
 
 def load_teacher(path: str | Path, task: str) -> LoadedModel:
@@ -174,9 +188,9 @@ def train_student(
             for ground-truth-only training.
         tokenizer: the tokenizer of both models. config: loss set and budget.
         teacher_meta: the teacher's metadata (sequence length and SQuAD options default to its own).
-        work_dir: the Trainer's checkpoint folder: a checkpoint every ``config.save_steps`` steps; started
-            again with the same config and ``identity``, an interrupted run resumes from the last one. Removed
-            once training finishes.
+        work_dir: the Trainer's checkpoint folder: a checkpoint every ``config.save_steps`` steps (and the
+            learning curve so far); started again with the same config and ``identity``, an interrupted run resumes
+            from the last one. Removed once training finishes.
         callbacks: extra ``TrainerCallback`` s (e.g. the Quant-Noise schedule).
         identity: what else the checkpoints depend on (e.g. ``{"teacher": <folder>}``).
 
@@ -204,13 +218,15 @@ def train_student(
         **_task_options(teacher_meta),
     )
     args = training_arguments(config, work_dir, checkpoints=True)
+    score = _dev_scorer(tokenizer, config, teacher_meta=teacher_meta, data_root=data_root)
+    curve = LearningCurve(score, enabled=config.eval_each_epoch)
     trainer = DistillationTrainer(
         model=student,
         args=args,
         train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *kill_callbacks()],
+        callbacks=[*(callbacks or []), curve, *kill_callbacks()],
         teacher=teacher,
         kd_loss=kd_loss,
     )
@@ -218,7 +234,39 @@ def train_student(
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     dist.on_main(lambda: remove_checkpoints(work_dir))
     student.eval()
-    return KDRun(len(train.examples), len(train.features), result.global_step, float(result.training_loss))
+    epoch = float(trainer.state.epoch or 0.0)
+    return KDRun(
+        len(train.examples), len(train.features), result.global_step, float(result.training_loss), epoch, curve.points
+    )
+
+
+def _load_dev(
+    tokenizer: Any, config: KDTrainConfig, *, teacher_meta: ModelMeta, data_root: str | None = None
+) -> TaskData:
+    """The task's dev set at the student's length (the teacher's unless ``max_seq_length`` is set)."""
+    return load_eval_set(
+        config.task,
+        resolve_data_path(config.data, data_root),
+        tokenizer,
+        max_seq_length=config.max_seq_length or teacher_meta.max_seq_length,
+        max_examples=config.max_eval_examples,
+        **_task_options(teacher_meta),
+    )
+
+
+def _score(model: SlimModel, dev: TaskData, tokenizer: Any, config: KDTrainConfig) -> dict[str, float]:
+    return evaluate_predictor(
+        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tokenizer.pad_token_id or 0
+    )
+
+
+def _dev_scorer(
+    tokenizer: Any, config: KDTrainConfig, *, teacher_meta: ModelMeta, data_root: str | None = None
+) -> Callable[[SlimModel], dict[str, float]]:
+    """``model -> official dev metrics``, as :func:`evaluate_model`; the dev set is read at the first call (the
+    learning curve's first point: never when training lasts one epoch) and kept."""
+    dev = functools.cache(lambda: _load_dev(tokenizer, config, teacher_meta=teacher_meta, data_root=data_root))
+    return lambda model: _score(model, dev(), tokenizer, config)
 
 
 def evaluate_model(
@@ -230,17 +278,8 @@ def evaluate_model(
     data_root: str | None = None,
 ) -> dict[str, float]:
     """Official dev metrics of ``model`` (fractions for GLUE, points for SQuAD), at the student's length."""
-    dev = load_eval_set(
-        config.task,
-        resolve_data_path(config.data, data_root),
-        tokenizer,
-        max_seq_length=config.max_seq_length or teacher_meta.max_seq_length,
-        max_examples=config.max_eval_examples,
-        **_task_options(teacher_meta),
-    )
-    return evaluate_predictor(
-        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tokenizer.pad_token_id or 0
-    )
+    dev = _load_dev(tokenizer, config, teacher_meta=teacher_meta, data_root=data_root)
+    return _score(model, dev, tokenizer, config)
 
 
 def student_meta(teacher_meta: ModelMeta, config: KDTrainConfig, record: dict[str, Any]) -> ModelMeta:
@@ -273,9 +312,16 @@ def save_student(
     metrics: dict[str, float],
     run: KDRun,
 ) -> None:
-    """Save a trained student (``slimformer.json`` from :func:`student_meta`) and its ``eval_results.json``."""
+    """Save a trained student (``slimformer.json`` from :func:`student_meta`) and its ``eval_results.json`` (with
+    the learning curve, :meth:`KDRun.learning_curve`)."""
     save_model(student, tokenizer, out, student_meta(teacher_meta, config, record))
     atomic_write_json(
         Path(out) / "eval_results.json",
-        {"task": config.task, "metrics": metrics, "train_loss": run.train_loss, "steps": run.steps},
+        {
+            "task": config.task,
+            "metrics": metrics,
+            "train_loss": run.train_loss,
+            "steps": run.steps,
+            "learning_curve": run.learning_curve(metrics),
+        },
     )

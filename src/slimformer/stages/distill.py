@@ -74,7 +74,8 @@ def run_distill(
     ``student_layers[i]`` for the layer-wise losses.
 
     Returns:
-        ``{"model_dir", "metrics", "num_layers", "kd_losses", "train_examples", "steps"}``.
+        ``{"model_dir", "metrics", "num_layers", "kd_losses", "train_examples", "steps", "learning_curve"}``
+        (``learning_curve``: the dev metrics after each epoch, the last point being ``metrics``).
 
     Raises:
         ConfigError: a layer index outside the teacher, a student deeper than the teacher, a loss set the
@@ -134,6 +135,7 @@ def _finish(
         "kd_losses": kd.losses,
         "train_examples": run.train_examples,
         "steps": run.steps,
+        "learning_curve": run.learning_curve(metrics),
     }
 
 

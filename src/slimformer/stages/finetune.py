@@ -2,13 +2,14 @@
 
 The Trainer brings the optimizer (AdamW), the linear schedule with warm-up, gradient clipping,
 checkpoints every ``save_steps`` and resume; the same code runs on several GPUs / nodes when launched with
-``accelerate launch``. Evaluation with the official metric runs once at the end.
+``accelerate launch``. Evaluation with the official metric runs at the end, and after every earlier epoch for the
+learning curve (``eval_each_epoch``; :mod:`slimformer.train.curves`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from slimformer import dist
 from slimformer.checkpoint import load_pretrained, save_model
-from slimformer.config import PREVIOUS_MODEL, identity_dump, resolve_data_path
+from slimformer.config import PREVIOUS_MODEL, identity_dump, legacy_identity, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.evaluate import evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json, check_output_path, read_json
@@ -33,6 +34,7 @@ from slimformer.train.checkpoints import (
     remove_checkpoints,
     resume_record,
 )
+from slimformer.train.curves import LearningCurve, Scorer
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -56,13 +58,18 @@ class FinetuneConfig(TrainingOptions):
 
 @dataclass
 class FinetuneResult:
-    """Where the fine-tuned model went and how it scored."""
+    """Where the fine-tuned model went and how it scored.
+
+    ``learning_curve``: the dev metrics after each epoch, the last point being ``metrics``
+    (:mod:`slimformer.train.curves`).
+    """
 
     model_dir: Path
     metrics: dict[str, float]
     train_examples: int
     train_features: int
     steps: int
+    learning_curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _head_for(kind: str) -> HeadKind:
@@ -115,7 +122,9 @@ def finetune(
             (:func:`check_out_folder`).
 
     Returns:
-        :class:`FinetuneResult` with the dev metrics (official metric; fractions for GLUE, points for SQuAD).
+        :class:`FinetuneResult` with the dev metrics (official metric; fractions for GLUE, points for SQuAD) and the
+        learning curve (the dev metrics after each epoch; only the final point when ``config.eval_each_epoch`` is
+        off).
 
     Raises:
         ConfigError, DataError, ModelLoadError: bad task / data / model, an ``out`` that must not be replaced
@@ -144,21 +153,32 @@ def finetune(
 
     ckpt = checkpoint_dir(out)
     args = training_arguments(config, ckpt, checkpoints=True, disable_tqdm=False)
+    score = _dev_scorer(dev, config, tok)
+    curve = LearningCurve(score, enabled=config.eval_each_epoch)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=FeatureDataset(train.features),
         data_collator=DataCollatorWithPadding(tok),
         processing_class=tok,
-        callbacks=kill_callbacks(),
+        callbacks=[curve, *kill_callbacks()],
     )
-    # records written before save_steps / save_total_limit became run-control held the whole config
+    # records written before save_steps / save_total_limit became run-control held them too
     last = dist.on_main(
-        lambda: prepare_checkpoints(ckpt, resume_record(config), resume, legacy=config.model_dump(mode="json"))
+        lambda: prepare_checkpoints(ckpt, resume_record(config), resume, legacy=legacy_identity(config))
     )
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     # several processes: the weights are equal on every rank after training; one process evaluates and writes
-    return dist.on_main(lambda: _finish(model, tok, config, spec, out, ckpt, train, dev, result, msl, labels))
+    return dist.on_main(
+        lambda: _finish(model, tok, config, spec, out, ckpt, train, dev, result, msl, labels, score, curve)
+    )
+
+
+def _dev_scorer(dev: Any, config: FinetuneConfig, tok: Any) -> Scorer:
+    """``model -> official dev metrics`` (the final evaluation and the learning curve's points)."""
+    return lambda model: evaluate_predictor(
+        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0
+    )
 
 
 def _finish(
@@ -173,11 +193,12 @@ def _finish(
     result: Any,
     msl: int,
     labels: list[str] | None,
+    score: Scorer,
+    curve: LearningCurve,
 ) -> FinetuneResult:
     """Score the trained model on the dev set and write its folder (the main process only)."""
-    metrics = evaluate_predictor(
-        torch_predictor(model), dev, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0
-    )
+    metrics = score(model)
+    learning_curve = curve.with_final(metrics)
     record = {"stage": "finetune", **config.model_dump(mode="json"), "train_examples": len(train.examples)}
     meta = ModelMeta(
         head=model.head.value,
@@ -199,10 +220,11 @@ def _finish(
             "metrics": metrics,
             "train_loss": result.training_loss,
             "steps": result.global_step,
+            "learning_curve": learning_curve,
         },
     )
     remove_checkpoints(ckpt)
-    return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step)
+    return FinetuneResult(out, metrics, len(train.examples), len(train.features), result.global_step, learning_curve)
 
 
 def _prior_stages(model: str) -> list[dict[str, Any]]:
@@ -212,7 +234,8 @@ def _prior_stages(model: str) -> list[dict[str, Any]]:
 
 
 def _reusable_model(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
-    """The metrics of a model already fine-tuned into ``out`` with ``cfg`` (run-control fields aside), else None."""
+    """The ``eval_results.json`` of a model already fine-tuned into ``out`` with ``cfg`` (run-control fields aside),
+    else None."""
     meta_path, results = out / META_FILE, out / "eval_results.json"
     if not (meta_path.is_file() and results.is_file() and (out / "model.safetensors").is_file()):
         return None
@@ -222,7 +245,7 @@ def _reusable_model(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
     control = set(cfg.model_dump()) - set(identity_dump(cfg))
     if {k: v for k, v in recorded.items() if k not in control} != identity_dump(cfg):
         return None
-    return read_json(results)["metrics"]
+    return read_json(results)
 
 
 def _check(plan: PlanState, cfg: FinetuneConfig) -> None:
@@ -244,9 +267,12 @@ def _finetune(ctx: RunContext, cfg: FinetuneConfig) -> dict[str, Any]:
     out = ctx.stage_dir("finetune")
     if cfg.model == PREVIOUS_MODEL:  # e.g. after an `embeddings` stage: fine-tune the model it wrote
         cfg = cfg.model_copy(update={"model": require(ctx, "model_dir", "finetune (model: previous)", "embeddings")})
-    metrics = _reusable_model(out, cfg)
-    if metrics is not None:  # saved by a run killed before it removed its checkpoints (or recorded the stage)
+    results = _reusable_model(out, cfg)
+    if results is not None:  # saved by a run killed before it removed its checkpoints (or recorded the stage)
         remove_checkpoints(checkpoint_dir(out))
+        # a folder written before learning curves has none: an empty curve says "not recorded"
+        metrics, curve = results["metrics"], results.get("learning_curve", [])
     else:  # resume=True: an interrupted earlier attempt continues from its last checkpoint
-        metrics = finetune(cfg, out, data_root=ctx.data_root, resume=True).metrics
-    return {"model_dir": str(out), "metrics": metrics, "task": cfg.task, "data": cfg.data}
+        done = finetune(cfg, out, data_root=ctx.data_root, resume=True)
+        metrics, curve = done.metrics, done.learning_curve
+    return {"model_dir": str(out), "metrics": metrics, "learning_curve": curve, "task": cfg.task, "data": cfg.data}

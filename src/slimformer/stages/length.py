@@ -45,6 +45,7 @@ from slimformer.train.checkpoints import (
     remove_checkpoints,
     resume_record,
 )
+from slimformer.train.curves import LearningCurve, Scorer
 from slimformer.train.dataset import FeatureDataset
 from slimformer.train.options import TrainingOptions
 
@@ -110,7 +111,9 @@ def train_length_adaptive(
     uninterrupted run. ``callbacks``: extra ``TrainerCallback`` s.
 
     Returns:
-        ``{"model_dir", "metrics", "length_config", "steps"}``; ``metrics`` are the full-length dev metrics.
+        ``{"model_dir", "metrics", "length_config", "steps", "learning_curve"}``; ``metrics`` are the full-length
+        dev metrics, ``learning_curve`` the same after each epoch (:mod:`slimformer.train.curves`; only the final
+        point when ``config.eval_each_epoch`` is off).
 
     Raises:
         ConfigError: the model was fine-tuned on another task, or has no classification / QA head;
@@ -150,6 +153,8 @@ def train_length_adaptive(
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
     ckpt = checkpoint_dir(out)
     args = training_arguments(config, ckpt, checkpoints=True)
+    score = _full_length_scorer(dev, config, tok)
+    curve = LearningCurve(score, enabled=config.eval_each_epoch)
     model.train()
     trainer = LengthDropTrainer(
         model=model,
@@ -168,12 +173,23 @@ def train_length_adaptive(
         teacher=teacher,
         teacher_weight=config.teacher_weight,
         teacher_temperature=config.teacher_temperature,
-        callbacks=[*(callbacks or []), *kill_callbacks()],
+        callbacks=[*(callbacks or []), curve, *kill_callbacks()],
     )
     last = dist.on_main(lambda: prepare_checkpoints(ckpt, resume_record(config, **identity), resume=True))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
-    return dist.on_main(lambda: _finish(model, tok, config, meta, layer_drop, msl, train, dev, out, ckpt, result))
+    return dist.on_main(
+        lambda: _finish(model, tok, config, meta, layer_drop, msl, train, dev, out, ckpt, result, score, curve)
+    )
+
+
+def _full_length_scorer(dev: Any, config: LengthStageConfig, tok: Any) -> Scorer:
+    """``model -> dev metrics at full length`` (every ratio 1, no LayerDrop): the final evaluation and the learning
+    curve's points."""
+    pad = tok.pad_token_id or 0
+    return lambda model: evaluate_config(
+        model, dev, LengthConfig.full(model.num_layers), batch_size=config.eval_batch_size, pad_token_id=pad
+    )
 
 
 def _finish(
@@ -188,11 +204,14 @@ def _finish(
     out: Path,
     ckpt: Path,
     result: Any,
+    score: Scorer,
+    curve: LearningCurve,
 ) -> dict[str, Any]:
     """Score the full-length model on the dev set and write the LengthDrop model folder (the main process only)."""
     spec = get_task(config.task)
     full = LengthConfig.full(model.num_layers)
-    metrics = evaluate_config(model, dev, full, batch_size=config.eval_batch_size, pad_token_id=tok.pad_token_id or 0)
+    metrics = score(model)
+    learning_curve = curve.with_final(metrics)
     meta.applied.append(
         {
             "stage": "length",
@@ -216,10 +235,17 @@ def _finish(
             "length_config": full.to_dict(),
             "train_loss": result.training_loss,
             "steps": result.global_step,
+            "learning_curve": learning_curve,
         },
     )
     remove_checkpoints(ckpt)
-    return {"model_dir": str(out), "metrics": metrics, "length_config": full.to_dict(), "steps": result.global_step}
+    return {
+        "model_dir": str(out),
+        "metrics": metrics,
+        "length_config": full.to_dict(),
+        "steps": result.global_step,
+        "learning_curve": learning_curve,
+    }
 
 
 def _recipe_teacher(ctx: RunContext) -> str:

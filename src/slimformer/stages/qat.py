@@ -130,8 +130,9 @@ def run_qat(
     """Quantization-aware training of a copy of ``teacher`` (``qat`` / ``sdq`` by the config class), saved to ``out``.
 
     Returns:
-        ``{"model_dir", "quantized": True, "metrics", "bits", "kd_losses", "train_examples", "steps"}``;
-        ``metrics`` are the converted model's official dev metrics (PyTorch; fake-quant == converted numerics).
+        ``{"model_dir", "quantized": True, "metrics", "bits", "kd_losses", "train_examples", "steps",
+        "learning_curve"}``; ``metrics`` are the converted model's official dev metrics (PyTorch; fake-quant ==
+        converted numerics); the learning curve's earlier points score the fake-quantized model after each epoch.
 
     Raises:
         ConfigError: bad quantizer / loss set, teacher trained on another task or already quantized.
@@ -191,6 +192,7 @@ def _finish(
         "kd_losses": kd.losses,
         "train_examples": run.train_examples,
         "steps": run.steps,
+        "learning_curve": run.learning_curve(metrics),
     }
 
 

@@ -1,1 +1,1 @@
-"""Training: fine-tuning with the Hugging Face Trainer, and task data preparation."""
+"""Training: Trainer arguments, checkpoints and resume, shared options, learning curves, task data as a dataset."""

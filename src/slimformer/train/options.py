@@ -3,8 +3,9 @@
 One base class, so an option is written once and means the same everywhere. A stage subclass only restates a
 field to change its default (e.g. the learning rate of distillation) and adds its own options.
 
-Run-control fields (:data:`~slimformer.config.RUN_CONTROL`: the checkpoint cadence) steer how a stage runs, not
-what it produces: changing them neither reruns a finished stage nor restarts an interrupted one, in every stage.
+Run-control fields (:data:`~slimformer.config.RUN_CONTROL`: the checkpoint cadence, the per-epoch evaluation) steer
+how a stage runs, not what it produces: changing them neither reruns a finished stage nor restarts an interrupted
+one, in every stage.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class TrainingOptions(StageConfig):
 
     Attributes (units): ``epochs`` (passes over the training features), ``max_steps`` (optimizer steps; -1: use
     epochs), ``batch_size`` / ``eval_batch_size`` (sequences), ``warmup_ratio`` (fraction of total steps),
-    ``max_seq_length`` (tokens), ``save_steps`` (optimizer steps between checkpoints).
+    ``max_seq_length`` (tokens), ``save_steps`` (optimizer steps between checkpoints). ``eval_each_epoch``: score
+    the dev set after every epoch but the last for the stage's ``learning_curve`` (:mod:`slimformer.train.curves`).
     """
 
     task: str = Field(..., description="task name: cola sst2 mrpc stsb qqp mnli qnli rte wnli squad")
@@ -44,4 +46,9 @@ class TrainingOptions(StageConfig):
         200, ge=1, description="checkpoint every N optimizer steps (resume)", json_schema_extra={RUN_CONTROL: True}
     )
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept", json_schema_extra={RUN_CONTROL: True})
+    eval_each_epoch: bool = Field(
+        True,
+        description="score the dev set after each epoch (learning_curve); false: only the final evaluation",
+        json_schema_extra={RUN_CONTROL: True},
+    )
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
