@@ -162,12 +162,13 @@ def pad_batch(
 def torch_predictor(model: torch.nn.Module) -> Predictor:
     """Wrap a :class:`SlimModel` as a :data:`Predictor` (eval mode, ``torch.inference_mode``)."""
     model.eval()
+    device = next(model.parameters()).device  # e.g. CUDA after a Trainer moved the model there
 
     def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            out = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
         names = ("logits",) if out.logits is not None else ("start_logits", "end_logits")
-        return {k: getattr(out, k).float().numpy() for k in names}
+        return {k: getattr(out, k).float().cpu().numpy() for k in names}
 
     return run
 

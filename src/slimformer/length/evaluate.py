@@ -28,12 +28,13 @@ def config_predictor(model: SlimModel, config: LengthConfig | None) -> Predictor
         ``batch -> {"logits": (B, C)}`` or ``{"start_logits", "end_logits": (B, N)}`` numpy arrays.
     """
     model.eval()
+    device = next(model.parameters()).device  # e.g. CUDA after a Trainer moved the model there
 
     def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            out = forward_with_config(model, **{k: torch.from_numpy(v) for k, v in batch.items()}, config=config)
+            out = forward_with_config(model, **{k: torch.from_numpy(v).to(device) for k, v in batch.items()}, config=config)
         names = ("logits",) if out.logits is not None else ("start_logits", "end_logits")
-        return {k: getattr(out, k).float().numpy() for k in names}
+        return {k: getattr(out, k).float().cpu().numpy() for k in names}
 
     return run
 
