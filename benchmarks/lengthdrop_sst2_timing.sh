@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 14, SST-2: the int8 report and the speed targets of the short-budget LengthDrop runs (run this on an idle
+# machine, after benchmarks/lengthdrop_sst2_short.sh and benchmarks/lengthdrop_sst2_student_short.sh).
+# 1. Each run folder given (default: the seed-42 LengthDrop runs of la-full, l4 and l3b that exist) finishes its
+#    recipe: `export` (the pick's int8 graph) and `length_benchmark` (every front configuration re-scored on dev with
+#    the int8 graph, with and without LengthDrop; teachers; timings), resuming the earlier stages with the overrides
+#    they ran with.
+# 2. benchmarks/quala_timing.py re-times each pick against the teachers in 10 interleaved rounds and states the
+#    issue's targets: benchmarks/results/quala-targets.json.
+#   bash benchmarks/lengthdrop_sst2_timing.sh [la-full|l4|l3b ...]
+# About 8 min per run plus 2 min of timing per run, 2 threads.
+set -euo pipefail
+export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}"
+R=runs/issue14
+S() { echo "stages.$1.search.search_examples=1000 stages.$1.search.iterations=4 stages.$1.search.measure_latency=false stages.$1.search.threads=1"; }
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=(la-full l4 l3b)
+runs=()
+for v in "${variants[@]}"; do
+  d="$R/quala-sst2-$v"
+  [ -f "$d/search/front.json" ] || { echo "$d: no finished search; skipped"; continue; }
+  case "$v" in
+    la-full) o="stages.1.length.max_train_examples=24000 stages.1.length.epochs=1 stages.1.length.threads=1 $(S 2)
+               stages.4.length_benchmark.teacher=$d/finetune" ;;
+    l4 | l3b) o="stages.1.distill.threads=1 stages.2.length.max_train_examples=24000 stages.2.length.epochs=1
+                 stages.2.length.threads=1 $(S 3)" ;;
+    *) echo "unknown variant $v (la-full, l4, l3b)" >&2; exit 2 ;;
+  esac
+  # shellcheck disable=SC2086
+  slimformer compress "recipes/quala-sst2-$v.yaml" seed=42 $o --run-dir "$d"
+  runs+=(--run "$d")
+done
+python benchmarks/quala_timing.py "${runs[@]}" --out benchmarks/results/quala-targets.json
