@@ -32,7 +32,9 @@ def config_predictor(model: SlimModel, config: LengthConfig | None) -> Predictor
 
     def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            out = forward_with_config(model, **{k: torch.from_numpy(v).to(device) for k, v in batch.items()}, config=config)
+            out = forward_with_config(
+                model, **{k: torch.from_numpy(v).to(device) for k, v in batch.items()}, config=config
+            )
         names = ("logits",) if out.logits is not None else ("start_logits", "end_logits")
         return {k: getattr(out, k).float().cpu().numpy() for k in names}
 
