@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from slimformer.bench.machine import machine_info, physical_cores
-from slimformer.bench.stats import bootstrap_p_value, mcnemar, paired_bootstrap
+from slimformer.bench.stats import paired_test as stats_paired_test
 from slimformer.checkpoint import load_model
 from slimformer.config import resolve_data_path
 from slimformer.errors import ConfigError
@@ -176,28 +176,16 @@ def best_within(points: Sequence[Mapping[str, Any]], budget: float) -> Mapping[s
 
 
 def paired_test(ld: ExampleScores, tr: ExampleScores, *, n_boot: int, seed: int) -> tuple[float, str]:
-    """Two-sided p-value that the two configurations score alike on the same dev examples, and the test's name.
+    """Two-sided p-value that the two configurations score alike on the same dev examples, and the test's name
+    (:func:`slimformer.bench.stats.paired_test`: McNemar for accuracy, a paired bootstrap otherwise).
 
-    Accuracy (0/1 per example): McNemar. Other per-example means (SQuAD F1/EM per question): paired bootstrap of the
-    mean difference. Metrics that are not means (MCC, class F1): paired bootstrap of the metric difference.
+    Raises:
+        ConfigError: the two scores cover different numbers of examples (not the same dev split).
     """
-    if ld.num_examples != tr.num_examples:
-        raise ConfigError(f"paired test over {ld.num_examples} vs {tr.num_examples} examples: not the same dev split")
-    if ld.scores is not None and tr.scores is not None:
-        binary = np.isin(ld.scores, (0.0, 1.0)).all() and np.isin(tr.scores, (0.0, 1.0)).all()
-        if binary and ld.metric == "accuracy":
-            return mcnemar(ld.scores, tr.scores), "mcnemar"
-        return paired_bootstrap(ld.scores, tr.scores, n_boot=n_boot, seed=seed), f"paired_bootstrap(n={n_boot})"
-    diff = ld.value() - tr.value()
-    if diff == 0:
-        return 1.0, f"paired_bootstrap_statistic(n={n_boot})"
-
-    def statistic(idx: np.ndarray) -> float:
-        return ld.value(idx) - tr.value(idx)
-
-    return bootstrap_p_value(
-        statistic, ld.num_examples, n_boot=n_boot, seed=seed
-    ), f"paired_bootstrap_statistic(n={n_boot})"
+    try:
+        return stats_paired_test(ld, tr, n_boot=n_boot, seed=seed)
+    except ValueError as e:
+        raise ConfigError(f"{e} (not the same dev split)") from None
 
 
 class DevScorer:

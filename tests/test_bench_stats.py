@@ -14,6 +14,7 @@ from slimformer.bench.stats import (
     mcnemar,
     paired_bootstrap,
     paired_bootstrap_ci,
+    paired_test,
     spearman_rank_correlation,
 )
 
@@ -115,3 +116,25 @@ def test_spearman_rank_correlation() -> None:
         spearman_rank_correlation([1], [2])
     with pytest.raises(ValueError, match="non-finite"):
         spearman_rank_correlation([1, float("nan")], [1, 2])
+
+
+def test_paired_test_picks_the_test_that_fits_the_metric() -> None:
+    from slimformer.evaluate import ExampleScores
+
+    # accuracy: McNemar; a right on 3 examples b gets wrong, never the reverse: exact p = 2 * (1/2)^3 = 0.25
+    a = ExampleScores("accuracy", scores=np.array([1.0, 1.0, 1.0, 0.0, 1.0]))
+    b = ExampleScores("accuracy", scores=np.array([0.0, 0.0, 0.0, 0.0, 1.0]))
+    assert paired_test(a, b) == (pytest.approx(0.25), "mcnemar")
+    # F1 per question: the paired bootstrap, every question 10 points better -> p = 0
+    f1 = np.linspace(0.0, 90.0, 50)
+    p, test = paired_test(ExampleScores("f1", scores=f1 + 10.0), ExampleScores("f1", scores=f1), n_boot=300)
+    assert p == 0.0 and test == "paired_bootstrap(n=300)"
+    # MCC is not a mean: the metric is recomputed on each resample; equal predictions -> p = 1
+    labels = np.array([0, 1] * 20)
+    same = ExampleScores("mcc", predictions=labels.copy(), labels=labels)
+    assert paired_test(same, same, n_boot=100)[0] == 1.0
+    flipped = ExampleScores("mcc", predictions=1 - labels, labels=labels)
+    p, test = paired_test(same, flipped, n_boot=300)
+    assert p == 0.0 and test.startswith("paired_bootstrap_statistic")
+    with pytest.raises(ValueError, match="5 vs 4 examples"):
+        paired_test(a, ExampleScores("accuracy", scores=np.ones(4)))

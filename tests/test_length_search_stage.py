@@ -205,6 +205,22 @@ def test_truncation_summary_by_hand() -> None:
     assert truncation_summary([{"flops": 1.0, "metric_value": 0.8, "truncation_metric_value": None}]) is None
 
 
+def test_truncation_summary_counts_only_significant_differences_as_claims() -> None:
+    from slimformer.stages._length_report import truncation_summary
+
+    rows = [
+        {"flops": 1.0, "metric_value": 0.8, "truncation_metric_value": 0.7, "p_value": 0.01},
+        {"flops": 2.0, "metric_value": 0.86, "truncation_metric_value": 0.85, "p_value": 0.4},
+        {"flops": 3.0, "metric_value": 0.9, "truncation_metric_value": 0.95, "p_value": 0.049},
+        {"flops": 4.0, "metric_value": 0.91, "truncation_metric_value": 0.9, "p_value": 0.05},  # not < alpha
+    ]
+    s = truncation_summary(rows)
+    assert (s["lengthdrop_better"], s["truncation_better"]) == (3, 1)  # the raw counts
+    assert (s["alpha"], s["lengthdrop_better_significant"], s["truncation_better_significant"]) == (0.05, 1, 1)
+    assert truncation_summary(rows, alpha=0.5)["lengthdrop_better_significant"] == 3
+    assert "alpha" not in truncation_summary([{k: v for k, v in r.items() if k != "p_value"} for r in rows])
+
+
 def test_reference_teacher_needs_a_teacher() -> None:
     from slimformer.length.selection import reference_metric
 

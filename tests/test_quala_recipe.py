@@ -130,7 +130,12 @@ def test_report_rows_and_plots(run) -> None:
     assert same[0]["latency_ms_bs1"] == pick_row["latency_ms_bs1"] and same[0]["throughput_bs32"] > 0
     assert len(report["front"]) == len(read_json(ctx.outputs["3-search"]["front_json"])["front"])
     assert all(r["truncation_metric_value"] is not None for r in report["front"])
-    assert report["lengthdrop_vs_truncation"]["configs"] == len(report["front"])
+    assert all(0 < r["p_value"] <= 1 and r["test"] == "mcnemar" for r in report["front"])  # same dev examples
+    summary = report["lengthdrop_vs_truncation"]
+    assert summary["configs"] == len(report["front"])
+    assert summary["lengthdrop_better_significant"] == sum(
+        r["p_value"] < 0.05 and r["metric_value"] > r["truncation_metric_value"] for r in report["front"]
+    )
     ranking = report["rank_correlation_search_dev"]
     assert ranking["points"] == len(report["front"])
     assert ranking["spearman"] is None or -1 <= ranking["spearman"] <= 1

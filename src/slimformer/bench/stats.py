@@ -11,6 +11,8 @@ the two models compared) and is deterministic given its ``seed``. numpy/scipy on
   of two models scored on the same examples (Koehn 2004; Berg-Kirkpatrick et al. 2012); for SQuAD per-question F1.
 * :func:`mcnemar`: McNemar's test of two classifiers' correctness on the same examples.
 * :func:`spearman_rank_correlation`: Spearman's rho (ties get average ranks).
+* :func:`paired_test`: the test that fits two models' per-example results (McNemar for accuracy, a paired
+  bootstrap otherwise), as ``(p, test name)``.
 
 Resamples are drawn from ``numpy.random.default_rng(seed)`` in one fixed order, so two calls with the same
 ``seed`` and the same number of examples use the same resampled example sets: intervals of several models computed
@@ -20,6 +22,7 @@ with one seed are paired (the differences between them come from the models, not
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -33,6 +36,8 @@ __all__ = [
     "bootstrap_p_value",
     "mcnemar",
     "spearman_rank_correlation",
+    "PairedScores",
+    "paired_test",
 ]
 
 #: Resampled index arrays are generated in chunks of at most this many entries (memory bound, not a result).
@@ -248,3 +253,47 @@ def spearman_rank_correlation(x: ArrayLike, y: ArrayLike) -> float:
     if denom == 0.0:
         return float("nan")
     return float(np.clip((ra * rb).sum() / denom, -1.0, 1.0))
+
+
+class PairedScores(Protocol):
+    """Per-example results of one model (:class:`slimformer.evaluate.ExampleScores` has this shape).
+
+    ``scores``: ``(n,)`` per-example values whose mean is the metric, or ``None`` for a metric that is not a mean
+    (then ``value(indices)`` recomputes it on a resample); ``metric``: its name; ``num_examples``: ``n``.
+    """
+
+    metric: str
+    scores: np.ndarray | None
+
+    @property
+    def num_examples(self) -> int: ...
+
+    def value(self, indices: np.ndarray | None = None) -> float: ...
+
+
+def paired_test(a: PairedScores, b: PairedScores, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, str]:
+    """Two-sided p-value that two models score alike on the same examples, and the name of the test used.
+
+    * accuracy (0/1 per example): :func:`mcnemar`;
+    * other per-example means (SQuAD F1 / EM per question): :func:`paired_bootstrap` of the mean difference;
+    * metrics that are not means (MCC, F1 of a class, correlations): :func:`bootstrap_p_value` of the metric
+      difference recomputed on each resample.
+
+    Raises:
+        ValueError: the two results cover different numbers of examples.
+    """
+    if a.num_examples != b.num_examples:
+        raise ValueError(f"paired test over {a.num_examples} vs {b.num_examples} examples: not the same examples")
+    if a.scores is not None and b.scores is not None:
+        binary = np.isin(a.scores, (0.0, 1.0)).all() and np.isin(b.scores, (0.0, 1.0)).all()
+        if binary and a.metric == "accuracy":
+            return mcnemar(a.scores, b.scores), "mcnemar"
+        return paired_bootstrap(a.scores, b.scores, n_boot=n_boot, seed=seed), f"paired_bootstrap(n={n_boot})"
+    if a.value() == b.value():
+        return 1.0, f"paired_bootstrap_statistic(n={n_boot})"
+
+    def statistic(idx: np.ndarray) -> float:
+        return a.value(idx) - b.value(idx)
+
+    p = bootstrap_p_value(statistic, a.num_examples, n_boot=n_boot, seed=seed)
+    return p, f"paired_bootstrap_statistic(n={n_boot})"

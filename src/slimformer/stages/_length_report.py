@@ -4,7 +4,8 @@ vs plain truncation, and the two Pareto plots.
 METHODS.md §2(f) pitfall 2: the search ran on the fp32 model; every front configuration is re-scored here on the
 int8 graph and on the report (dev) split. "Plain truncation" runs the same configurations on the model that had
 no LengthDrop training (the distilled student), with the same token selection: it answers whether one
-LengthDrop training is worth it at equal FLOPs.
+LengthDrop training is worth it at equal FLOPs. Each configuration's two scores are compared on the same examples
+with a paired test (:func:`~slimformer.bench.stats.paired_test`: McNemar for accuracy, a paired bootstrap for F1).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from slimformer.bench.stats import spearman_rank_correlation
+from slimformer.bench.stats import paired_test, spearman_rank_correlation
 from slimformer.errors import ConfigError
-from slimformer.evaluate import evaluate_predictor
+from slimformer.evaluate import evaluate_predictor_scores
 from slimformer.export._proto import read_metadata
 from slimformer.length.config import LengthConfig
 from slimformer.length.pareto import pareto_front, staircase_area
@@ -53,7 +54,8 @@ def rescore_front(
 
     Returns:
         One dict per point: ``length_config``, ``flops``, ``metric_search``, ``metric_value`` (report split,
-        int8), ``truncation_metric_value`` (or ``None``). Timings are added by the caller.
+        int8), ``truncation_metric_value``, ``p_value`` (two-sided, LengthDrop vs truncation on the same examples)
+        and ``test`` (each ``None`` without ``plain``). Timings are added by the caller.
     """
     rows, kw = [], {"batch_size": batch_size, "pad_token_id": pad_token_id}
     saved = lengthdrop.config, plain.config if plain is not None else None
@@ -61,11 +63,12 @@ def rescore_front(
         for p in front:
             cfg = to_config(p["length_config"])
             lengthdrop.set_config(cfg)
-            value = evaluate_predictor(lengthdrop, eval_set, progress=False, **kw)
-            truncated = None
+            value, scores = evaluate_predictor_scores(lengthdrop, eval_set, progress=False, **kw)
+            truncated, p_value, test = None, None, None
             if plain is not None:
                 plain.set_config(cfg)
-                truncated = evaluate_predictor(plain, eval_set, progress=False, **kw)
+                truncated, plain_scores = evaluate_predictor_scores(plain, eval_set, progress=False, **kw)
+                p_value, test = paired_test(scores, plain_scores)
             rows.append(
                 {
                     "length_config": list(p["length_config"]),
@@ -73,6 +76,8 @@ def rescore_front(
                     "metric_search": p["metric"],
                     "metric_value": value["main"],
                     "truncation_metric_value": None if truncated is None else truncated["main"],
+                    "p_value": p_value,
+                    "test": test,
                 }
             )
     finally:
@@ -82,14 +87,16 @@ def rescore_front(
     return rows
 
 
-def truncation_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def truncation_summary(rows: Sequence[Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any] | None:
     """LengthDrop vs plain truncation over the same configurations (report split, int8).
 
     Returns:
         ``None`` without truncation values, else ``{"configs", "lengthdrop_better", "ties", "truncation_better",
         "mean_gain" (metric units, LengthDrop − truncation), "area_lengthdrop", "area_truncation" (staircase
         areas of each front over FLOPs; :func:`~slimformer.length.pareto.staircase_area`), "dominates"}``;
-        ``dominates`` is true when LengthDrop is at least as good at every configuration.
+        ``dominates`` is true when LengthDrop is at least as good at every configuration. The counts compare the
+        two values; with rows that carry a ``p_value`` the summary adds ``"alpha"``, ``"lengthdrop_better_significant"``
+        and ``"truncation_better_significant"`` (better with ``p < alpha``), the counts a claim may rest on.
     """
     pairs = [
         (r["metric_value"], r["truncation_metric_value"]) for r in rows if r["truncation_metric_value"] is not None
@@ -108,6 +115,20 @@ def truncation_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | No
         "area_lengthdrop": staircase_area(ld),
         "area_truncation": staircase_area(tr),
         "dominates": all(g >= 0 for g in gains),
+        **_significant(rows, alpha),
+    }
+
+
+def _significant(rows: Sequence[Mapping[str, Any]], alpha: float) -> dict[str, Any]:
+    """The better-with-``p < alpha`` counts of the rows that carry a paired test (none: {})."""
+    tested = [r for r in rows if r.get("p_value") is not None and r["truncation_metric_value"] is not None]
+    if not tested:
+        return {}
+    sig = [r["metric_value"] - r["truncation_metric_value"] for r in tested if r["p_value"] < alpha]
+    return {
+        "alpha": alpha,
+        "lengthdrop_better_significant": sum(g > 0 for g in sig),
+        "truncation_better_significant": sum(g < 0 for g in sig),
     }
 
 
