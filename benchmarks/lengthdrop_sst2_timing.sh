@@ -4,7 +4,7 @@
 # 1. Each run folder given (default: the seed-42 LengthDrop runs of la-full, l4 and l3b that exist) finishes its
 #    recipe: `export` (the pick's int8 graph) and `length_benchmark` (every front configuration re-scored on dev with
 #    the int8 graph, with and without LengthDrop; teachers; timings), resuming the earlier stages with the overrides
-#    they ran with.
+#    they ran with (length_benchmark always reruns: this script re-measures).
 # 2. benchmarks/quala_timing.py re-times each pick against the teachers in 10 interleaved rounds and states the
 #    issue's targets: benchmarks/results/quala-targets.json.
 #   bash benchmarks/lengthdrop_sst2_timing.sh [la-full|l4|l3b ...]
@@ -27,7 +27,7 @@ for v in "${variants[@]}"; do
     *) echo "unknown variant $v (la-full, l4, l3b)" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
-  slimformer compress "recipes/quala-sst2-$v.yaml" seed=42 $o --run-dir "$d"
+  slimformer compress "recipes/quala-sst2-$v.yaml" seed=42 $o --run-dir "$d" --rerun-from length_benchmark
   runs+=(--run "$d")
 done
 python benchmarks/quala_timing.py "${runs[@]}" --out benchmarks/results/quala-targets.json
