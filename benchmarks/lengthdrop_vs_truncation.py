@@ -315,7 +315,12 @@ def compare_pair(
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list[dict[str, Any]]:
-    """Per task and variant, over seeds and budgets: where LengthDrop is better / worse with ``p < alpha``."""
+    """Per task and variant, over seeds and budgets: where LengthDrop is better / worse with ``p < alpha``.
+
+    ``better`` / ``worse`` count budgets. On a sparse front several budgets pick the same two configurations, one
+    comparison counted several times; ``comparisons``, ``better_distinct`` and ``worse_distinct`` count each
+    (seed, LengthDrop configuration, truncation configuration) once. Rows without configurations count per budget.
+    """
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["variant"]), []).append(r)
@@ -323,6 +328,14 @@ def summarize(rows: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list[d
     for (task, variant), rs in groups.items():
         better = sum(r["p_value"] < alpha and r["lengthdrop_metric"] > r["truncation_metric"] for r in rs)
         worse = sum(r["p_value"] < alpha and r["lengthdrop_metric"] < r["truncation_metric"] for r in rs)
+        distinct = list(
+            {
+                (r["seed"], tuple(r.get("lengthdrop_config") or (i,)), tuple(r.get("truncation_config") or (i,))): r
+                for i, r in enumerate(rs)
+            }.values()
+        )
+        better_d = sum(r["p_value"] < alpha and r["lengthdrop_metric"] > r["truncation_metric"] for r in distinct)
+        worse_d = sum(r["p_value"] < alpha and r["lengthdrop_metric"] < r["truncation_metric"] for r in distinct)
         seeds = sorted({r["seed"] for r in rs})
         gains = [r["lengthdrop_metric"] - r["truncation_metric"] for r in rs]
         out.append(
@@ -333,9 +346,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list[d
                 "budgets": len(rs),
                 "better": better,
                 "worse": worse,
+                "comparisons": len(distinct),
+                "better_distinct": better_d,
+                "worse_distinct": worse_d,
                 "mean_gain": sum(gains) / len(gains),
                 "text": f"LengthDrop better with p<{alpha:g} at {better} of {len(rs)} budgets, worse at {worse} "
-                f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''})",
+                f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''}; {len(distinct)} distinct configuration "
+                f"pairs: better at {better_d}, worse at {worse_d})",
             }
         )
     return out

@@ -134,7 +134,16 @@ def test_the_paired_test_follows_the_metric() -> None:
             for s, p, x, y in [(42, 0.01, 0.9, 0.8), (42, 0.01, 0.7, 0.8), (43, 0.5, 0.9, 0.8)]
         ]
     )
-    assert summary[0]["text"] == "LengthDrop better with p<0.05 at 1 of 3 budgets, worse at 1 (2 seeds)"
+    assert summary[0]["text"] == (
+        "LengthDrop better with p<0.05 at 1 of 3 budgets, worse at 1 (2 seeds; "
+        "3 distinct configuration pairs: better at 1, worse at 1)"
+    )
+    # three budgets that picked the same two configurations are one comparison
+    same = {"task": "t", "variant": "v", "seed": 43, "p_value": 0.01, "lengthdrop_metric": 0.8}
+    rows = [{**same, "truncation_metric": 0.9, "lengthdrop_config": [5, 4], "truncation_config": [6, 2]}] * 3
+    rows.append({**same, "truncation_metric": 0.7, "lengthdrop_config": [3, 3], "truncation_config": [3, 3]})
+    (s,) = lvt.summarize(rows)
+    assert (s["better"], s["worse"], s["comparisons"], s["better_distinct"], s["worse_distinct"]) == (1, 3, 2, 1, 1)
 
 
 def test_discover_pairs_runs_by_name(tmp_path: Path) -> None:
