@@ -3,7 +3,7 @@
 # (recipes/quala-sst2-la-full.yaml unchanged), seed 42 then 43, each up to its search; then the truncation twins
 # with the same search. About 2.5 h of length training per seed on one thread of this 2-core VM. It resumes from
 # the length stage's last checkpoint (every 200 steps) when started again, so it can span sessions.
-#   bash benchmarks/lengthdrop_sst2_full.sh
+#   bash benchmarks/lengthdrop_sst2_full.sh [SEED ...]   (default: 42 43; two seeds may run side by side, one thread each)
 # Afterwards: the driver over runs/issue14-full (benchmarks/lengthdrop_vs_truncation.py --pair ...) and, on an idle
 # machine, the export + length_benchmark stages of each recipe.
 set -euo pipefail
@@ -19,7 +19,8 @@ for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
     r["stages"] = r["stages"][: names.index("search") + 1]
     yaml.safe_dump(r, open(dst, "w"), sort_keys=False)
 PY
-for seed in 42 43; do
+SEEDS=("${@:-42 43}")
+for seed in ${SEEDS[@]}; do
   sfx=$([ "$seed" = 42 ] && echo "" || echo "-seed$seed")
   for d in "quala-sst2-la-full$sfx" "quala-sst2-la-full-truncation$sfx"; do
     mkdir -p "$R/$d" && ln -sfn ../../sst2-int8/finetune "$R/$d/finetune"

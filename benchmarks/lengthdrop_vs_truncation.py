@@ -34,11 +34,11 @@ dashed; the fp32 and int8 teachers as horizontal lines).
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +52,7 @@ from slimformer.checkpoint import load_model
 from slimformer.config import resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.evaluate import ExampleScores, evaluate_predictor_scores
-from slimformer.io import atomic_write_json, read_json
+from slimformer.io import atomic_write_bytes, atomic_write_json, read_json
 from slimformer.length.evaluate import evaluate_config_scores
 from slimformer.length.selection import gene_config
 from slimformer.tasks.data import load_eval_set
@@ -443,15 +443,10 @@ def plot_task(task: str, pairs: Sequence[Mapping[str, Any]], out_dir: Path, metr
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         path = out_dir / f"lengthdrop-vs-truncation-{task}-{key}.png"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=out_dir)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
-        finally:
-            plt.close(fig)
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        plt.close(fig)
+        atomic_write_bytes(path, buf.getvalue())
         written.append(str(path))
     return written
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,9 @@ from slimformer.recipe import parse_recipe, run_recipe
 from slimformer.tasks.data import load_eval_set
 from slimformer.train.checkpoints import checkpoint_dir
 from slimformer.train.curves import CURVE_FILE, LearningCurve, curve_point, load_curve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import learning_curves  # noqa: E402
 
 #: 16 training rows, batch 8: 2 optimizer steps per epoch; 24 varied dev rows (the metric is not all-or-nothing).
 TRAIN = {"batch_size": 8, "max_seq_length": 16, "logging_steps": 1, "learning_rate": 1e-3}
@@ -189,6 +193,34 @@ def test_recipe_records_the_curves_of_finetune_and_length(tmp_path: Path, tiny_m
     dev = load_eval_set("sst2", data, loaded.tokenizer, max_seq_length=16)
     full = evaluate_config(loaded.model, dev, LengthConfig.full(2), pad_token_id=loaded.tokenizer.pad_token_id)
     assert state["length"]["learning_curve"][0]["metrics"] == full
+    # benchmarks/learning_curves.py reads the same points back into a results file and a plot
+    rows, without = learning_curves.collect(run)
+    assert without == []
+    assert [(r["stage"], r["epoch"], r["step"]) for r in rows] == [
+        ("finetune", 1.0, 2),
+        ("finetune", 2.0, 4),
+        ("length", 1.0, 2),
+        ("length", 2.0, 4),
+    ]
+    assert rows[-1]["metric"] == "accuracy" and rows[-1]["value"] == state["length"]["metrics"]["accuracy"]
+    assert rows[2]["value"] == full["main"]
+    assert learning_curves.main(["--run", str(run), "--results-dir", str(tmp_path), "--plots-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "learning-curves.json").read_text())
+    assert [r["value"] for r in written["rows"]] == [r["value"] for r in rows]
+    assert (tmp_path / "learning-curves.png").stat().st_size > 0
+
+
+def test_learning_curves_script_lists_stages_without_a_curve(tmp_path: Path) -> None:
+    """A run whose training stages finished before curves were recorded: nothing to plot, and the error says which."""
+    run = tmp_path / "old-run"
+    run.mkdir()
+    outputs = {"model_dir": "m", "metrics": {"accuracy": 0.5, "main": 0.5}}
+    stages = [{"name": "finetune", "outputs": outputs}, {"name": "export", "outputs": {"onnx": "x"}}]
+    (run / "state.json").write_text(json.dumps({"recipe": {}, "stages": stages}))
+    assert learning_curves.collect(run) == ([], ["finetune"])
+    with pytest.raises(SystemExit):
+        learning_curves.main(["--run", str(run), "--results-dir", str(tmp_path), "--plots-dir", str(tmp_path)])
+    assert not (tmp_path / "learning-curves.json").exists()
 
 
 def test_length_curve_survives_an_interruption(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -28,6 +28,7 @@ from slimformer.errors import ConfigError
 
 __all__ = [
     "atomic_write_text",
+    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_dir",
     "atomic_files",
@@ -176,13 +177,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     Returns:
         The final path.
     """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file, ``fsync`` and an atomic rename (a PNG drawn into memory,
+    say): ``path`` holds either its old content or all of ``data``, never part of it.
+
+    Returns:
+        The final path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
