@@ -10,15 +10,9 @@ set -euo pipefail
 export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 R=runs/issue14-full
 mkdir -p "$R"
-python - recipes/quala-sst2-la-full.yaml "$R/quala-sst2-la-full.yaml" recipes/quala-sst2-la-full-truncation.yaml \
-  "$R/quala-sst2-la-full-truncation.yaml" <<'PY'
-import sys, yaml
-for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
-    r = yaml.safe_load(open(src))
-    names = [next(iter(s)) for s in r["stages"]]
-    r["stages"] = r["stages"][: names.index("search") + 1]
-    yaml.safe_dump(r, open(dst, "w"), sort_keys=False)
-PY
+. benchmarks/_lib.sh
+upto_search recipes/quala-sst2-la-full.yaml "$R/quala-sst2-la-full.yaml"
+upto_search recipes/quala-sst2-la-full-truncation.yaml "$R/quala-sst2-la-full-truncation.yaml"
 SEEDS=("${@:-42 43}")
 for seed in ${SEEDS[@]}; do
   sfx=$([ "$seed" = 42 ] && echo "" || echo "-seed$seed")

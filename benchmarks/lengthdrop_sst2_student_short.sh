@@ -21,16 +21,7 @@ R=runs/issue14
 D="stages.1.distill.threads=1"
 LD="stages.2.length.max_train_examples=24000 stages.2.length.epochs=1 stages.2.length.threads=1"
 S() { echo "stages.$1.search.search_examples=1000 stages.$1.search.iterations=4 stages.$1.search.measure_latency=false stages.$1.search.threads=1"; }
-# the recipes up to (and with) their search stage
-upto_search() {  # $1 recipe, $2 output
-  python - "$1" "$2" <<'PY'
-import sys, yaml
-r = yaml.safe_load(open(sys.argv[1]))
-names = [next(iter(s)) for s in r["stages"]]
-r["stages"] = r["stages"][: names.index("search") + 1]
-yaml.safe_dump(r, open(sys.argv[2], "w"), sort_keys=False)
-PY
-}
+. benchmarks/_lib.sh
 upto_search recipes/quala-sst2-$V.yaml "$R/quala-sst2-$V.yaml"
 upto_search recipes/quala-sst2-$V-truncation.yaml "$R/quala-sst2-$V-truncation.yaml"
 sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
