@@ -8,21 +8,28 @@
 # 2. benchmarks/quala_timing.py re-times each pick against the teachers in 10 interleaved rounds and states the
 #    issue's targets: benchmarks/results/quala-targets.json.
 #   bash benchmarks/lengthdrop_sst2_timing.sh [la-full|l4|l3b ...]
+#   bash benchmarks/lengthdrop_sst2_timing.sh --issue-budget     # la-full of benchmarks/lengthdrop_sst2_full.sh
+#     (runs/issue14-full, the recipe's own budget): benchmarks/results/quala-targets-issue-budget.json
 # About 8 min per run plus 2 min of timing per run, 2 threads.
 set -euo pipefail
 export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}"
 R=runs/issue14
+OUT=benchmarks/results/quala-targets.json
+FULL=0
+if [ "${1:-}" = --issue-budget ]; then FULL=1 R=runs/issue14-full OUT=benchmarks/results/quala-targets-issue-budget.json; shift; fi
 S() { echo "stages.$1.search.search_examples=1000 stages.$1.search.iterations=4 stages.$1.search.measure_latency=false stages.$1.search.threads=1"; }
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(la-full l4 l3b)
+[ ${#variants[@]} -gt 0 ] || { [ $FULL = 1 ] && variants=(la-full); } || variants=(la-full l4 l3b)
 runs=()
 for v in "${variants[@]}"; do
   d="$R/quala-sst2-$v"
   [ -f "$d/search/front.json" ] || { echo "$d: no finished search; skipped"; continue; }
-  case "$v" in
-    la-full) o="stages.1.length.max_train_examples=24000 stages.1.length.epochs=1 stages.1.length.threads=1 $(S 2)
+  case "$FULL:$v" in
+    1:la-full) o="stages.1.length.threads=1 stages.2.search.threads=1 stages.4.length_benchmark.teacher=$d/finetune" ;;
+    1:*) echo "$v: no issue-budget run of this variant (benchmarks/lengthdrop_sst2_full.sh runs la-full)" >&2; exit 2 ;;
+    0:la-full) o="stages.1.length.max_train_examples=24000 stages.1.length.epochs=1 stages.1.length.threads=1 $(S 2)
                stages.4.length_benchmark.teacher=$d/finetune" ;;
-    l4 | l3b) o="stages.1.distill.threads=1 stages.2.length.max_train_examples=24000 stages.2.length.epochs=1
+    0:l4 | 0:l3b) o="stages.1.distill.threads=1 stages.2.length.max_train_examples=24000 stages.2.length.epochs=1
                  stages.2.length.threads=1 $(S 3)" ;;
     *) echo "unknown variant $v (la-full, l4, l3b)" >&2; exit 2 ;;
   esac
@@ -30,4 +37,4 @@ for v in "${variants[@]}"; do
   slimformer compress "recipes/quala-sst2-$v.yaml" seed=42 $o --run-dir "$d" --rerun-from length_benchmark
   runs+=(--run "$d")
 done
-python benchmarks/quala_timing.py "${runs[@]}" --out benchmarks/results/quala-targets.json
+python benchmarks/quala_timing.py "${runs[@]}" --out "$OUT"
