@@ -59,4 +59,12 @@ for seed in 42 43; do
 done
 python benchmarks/lengthdrop_vs_truncation.py --allow-pool-mismatch --runtime pytorch "${pairs[@]}" \
   --threads 2 --out benchmarks/results/layerdrop-ablation-sst2.json
+# the LayerDrop values against each other at the same configurations (full length and the 0.2 run's front), paired
+runs=()
+for seed in 42 43; do
+  sfx=$([ "$seed" = 42 ] && echo "" || echo "-seed$seed")
+  runs+=(--run $seed 0 "$R/quala-sst2-la-full-ld0$sfx" --run $seed 0.1 "$R/quala-sst2-la-full-ld01$sfx")
+  runs+=(--run $seed 0.2 "$R/quala-sst2-la-full$sfx")
+done
+python benchmarks/same_config.py --reference 0.2 "${runs[@]}" --name layerdrop-same-config-sst2 --threads 2
 fi

@@ -162,3 +162,46 @@ def test_other_search_settings_are_refused(twin_runs) -> None:
     b.front["search"] = {**b.front["search"], "settings": {**b.front["search"]["settings"], "seed": 7}}
     with pytest.raises(ConfigError, match="other settings: seed 42 vs 7"):
         lvt.check_comparable(a, b)
+
+
+def test_same_config_scores_every_run_at_the_references_configurations(twin_runs, tmp_path: Path) -> None:
+    """benchmarks/same_config.py: the truncation model against the LengthDrop model (reference) at full length and at
+    every configuration of the reference's front, per seed; the metrics are those the dev scorer gives."""
+    import same_config
+
+    ld, tr = twin_runs
+    ref = lvt.SearchedRun.load(ld)
+    rc = same_config.main(
+        ["--run", "42", "ld", str(ld), "--run", "42", "tr", str(tr), "--reference", "ld", "--name", "sc"]
+        + ["--results-dir", str(tmp_path), "--n-boot", "100"]
+    )
+    assert rc == 0
+    saved = read_json(tmp_path / "sc.json")
+    rows = saved["rows"]
+    configs = same_config.configs_of(ref, None)
+    assert [r["length_config"] for r in rows] == [c["length_config"] for c in configs]
+    assert rows[0]["full"] and not any(r["full"] for r in rows[1:])
+    assert [r["flops"] for r in rows[1:]] == sorted(r["flops"] for r in rows[1:])
+    own = lvt.DevScorer(ref, runtime="pytorch", data_root=None, max_eval_examples=None, batch_size=64, threads=1)
+    other = lvt.DevScorer(
+        lvt.SearchedRun.load(tr), runtime="pytorch", data_root=None, max_eval_examples=None, batch_size=64, threads=1
+    )
+    for r in rows:
+        assert r["label"] == "tr" and r["reference"] == "ld" and 0.0 <= r["p_value"] <= 1.0
+        assert r["reference_metric"] == own.scores(r["length_config"]).value()
+        assert r["metric_value"] == other.scores(r["length_config"]).value()
+    (s,) = saved["summary"]
+    assert s["comparisons"] == len(rows) and s["better"] + s["worse"] <= len(rows)
+    assert list(s["full_length"]) == ["42"]
+    capped = same_config.configs_of(ref, 2)
+    assert len(capped) == 1 + min(2, len(ref.front["front"]))
+    assert capped[1]["flops"] == min(p["flops"] for p in ref.front["front"])
+
+
+def test_same_config_needs_one_reference_per_seed(twin_runs, tmp_path: Path) -> None:
+    import same_config
+
+    ld, tr = twin_runs
+    argv = ["--run", "42", "a", str(ld), "--run", "43", "b", str(tr), "--reference", "a", "--name", "x"]
+    assert same_config.main([*argv, "--results-dir", str(tmp_path)]) == 2  # seed 43 has no run labelled "a"
+    assert not (tmp_path / "x.json").exists()
