@@ -36,20 +36,35 @@ from lengthdrop_vs_truncation import ALPHA, DevScorer, SearchedRun, paired_test 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def configs_of(reference: SearchedRun, max_configs: int | None) -> list[dict[str, Any]]:
+def configs_of(
+    reference: SearchedRun, max_configs: int | None, extra: Sequence[Sequence[int]] = ()
+) -> list[dict[str, Any]]:
     """Full length, then the reference's front configurations from the cheapest up (``max_configs``: at most that
-    many front points, evenly spaced in FLOPs order, the cheapest and the costliest kept).
+    many front points, evenly spaced in FLOPs order, the cheapest and the costliest kept; 0: none), then ``extra``
+    (genes in the front's form, e.g. configurations outside the searched range; their ``flops`` computed here).
 
     Returns:
         ``[{"length_config": [...], "flops": float, "full": bool}, ...]``.
+
+    Raises:
+        ConfigError: an ``extra`` gene that is not a valid configuration of the reference model.
     """
     front = sorted(reference.front["front"], key=lambda p: p["flops"])
     if max_configs is not None and len(front) > max_configs:
-        idx = sorted({int(round(i)) for i in np.linspace(0, len(front) - 1, max_configs)})
+        idx = sorted({int(round(i)) for i in np.linspace(0, len(front) - 1, max_configs)}) if max_configs else []
         front = [front[i] for i in idx]
     full = reference.front["full"]
     rows = [{"length_config": list(full["length_config"]), "flops": full["flops"], "full": True}]
     rows += [{"length_config": list(p["length_config"]), "flops": p["flops"], "full": False} for p in front]
+    if extra:
+        from slimformer.checkpoint import load_model
+        from slimformer.length.flops import EncoderDims, config_flops
+
+        dims = EncoderDims.from_model(load_model(reference.model_dir).model)
+        seq_len = reference.front["seq_len"]
+        for gene in extra:
+            flops = float(config_flops(list(gene), seq_len, dims))
+            rows.append({"length_config": [int(x) for x in gene], "flops": flops, "full": False})
     return rows
 
 
@@ -64,6 +79,7 @@ def compare(
     n_boot: int = 1000,
     threads: int = 1,
     max_configs: int | None = None,
+    extra_configs: Sequence[Sequence[int]] = (),
     scorer: Callable[..., DevScorer] = DevScorer,
 ) -> list[dict[str, Any]]:
     """Score every ``(seed, label, run folder)`` at its seed's reference configurations and test it against the
@@ -92,7 +108,7 @@ def compare(
                         f"{run.run_dir} and {ref.run_dir} searched differently: {key} "
                         f"{run.front.get(key)!r} vs {ref.front.get(key)!r}"
                     )
-        configs = configs_of(ref, max_configs)
+        configs = configs_of(ref, max_configs, extra_configs)
         ref_scorer = scorer(ref, batch_size=batch_size, threads=threads, **kw)
         for label, run in members:
             if run is ref:
@@ -160,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="results name: benchmarks/results/<name>.json")
     parser.add_argument("--runtime", choices=("pytorch", "int8"), default="pytorch")
     parser.add_argument("--max-configs", type=int, default=None, help="front configurations per seed (default all)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="an extra configuration, per-layer lengths at the search's seq_len, e.g. 64,32,16,8,4,2 (repeat)",
+    )
     parser.add_argument("--data-root", default=os.environ.get("SLIMFORMER_DATA"))
     parser.add_argument("--max-eval-examples", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -176,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--run SEED must be an integer, got {[s for s, _, _ in args.run]}")
     try:
+        extra = [[int(x) for x in c.split(",")] for c in args.config]
+    except ValueError:
+        parser.error(f"--config must be comma-separated integers, got {args.config}")
+    try:
         rows = compare(
             [(seed, label, Path(run)) for seed, (_, label, run) in zip(seeds, args.run, strict=True)],
             reference=args.reference,
@@ -186,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             n_boot=args.n_boot,
             threads=args.threads,
             max_configs=args.max_configs,
+            extra_configs=extra,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

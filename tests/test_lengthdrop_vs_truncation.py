@@ -196,6 +196,10 @@ def test_same_config_scores_every_run_at_the_references_configurations(twin_runs
     capped = same_config.configs_of(ref, 2)
     assert len(capped) == 1 + min(2, len(ref.front["front"]))
     assert capped[1]["flops"] == min(p["flops"] for p in ref.front["front"])
+    # an extra configuration outside the front, with its FLOPs computed as the search computes them
+    smallest = min(ref.front["front"], key=lambda p: p["flops"])
+    (full, extra) = same_config.configs_of(ref, 0, [smallest["length_config"]])
+    assert full["full"] and extra["flops"] == smallest["flops"] and not extra["full"]
 
 
 def test_same_config_needs_one_reference_per_seed(twin_runs, tmp_path: Path) -> None:
