@@ -80,14 +80,16 @@ def compare(
     threads: int = 1,
     max_configs: int | None = None,
     extra_configs: Sequence[Sequence[int]] = (),
+    front_of: str | None = None,
     scorer: Callable[..., DevScorer] = DevScorer,
 ) -> list[dict[str, Any]]:
-    """Score every ``(seed, label, run folder)`` at its seed's reference configurations and test it against the
-    reference run of that seed.
+    """Score every ``(seed, label, run folder)`` at its seed's configurations (full length, the front of the run
+    labelled ``front_of``, default the reference, and ``extra_configs``) and test it against the reference run of
+    that seed.
 
     Raises:
-        ConfigError: a seed has no run labelled ``reference``, or the runs of a seed searched other tasks, sequence
-            lengths or gene forms (their configurations would not mean the same).
+        ConfigError: a seed has no run labelled ``reference`` (or ``front_of``), or the runs of a seed searched other
+            tasks, sequence lengths or gene forms (their configurations would not mean the same).
     """
     from slimformer.errors import ConfigError
 
@@ -108,7 +110,10 @@ def compare(
                         f"{run.run_dir} and {ref.run_dir} searched differently: {key} "
                         f"{run.front.get(key)!r} vs {ref.front.get(key)!r}"
                     )
-        configs = configs_of(ref, max_configs, extra_configs)
+        fronts = [r for label, r in members if label == (front_of or reference)]
+        if len(fronts) != 1:
+            raise ConfigError(f"seed {seed}: {len(fronts)} runs labelled {front_of!r} (--front-of); expected one")
+        configs = configs_of(fronts[0], max_configs, extra_configs)
         ref_scorer = scorer(ref, batch_size=batch_size, threads=threads, **kw)
         for label, run in members:
             if run is ref:
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", required=True, help="the label every run of a seed is compared with")
     parser.add_argument("--name", required=True, help="results name: benchmarks/results/<name>.json")
     parser.add_argument("--runtime", choices=("pytorch", "int8"), default="pytorch")
+    parser.add_argument("--front-of", default=None, help="the label whose search front gives the configurations")
     parser.add_argument("--max-configs", type=int, default=None, help="front configurations per seed (default all)")
     parser.add_argument(
         "--config",
@@ -213,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             max_configs=args.max_configs,
             extra_configs=extra,
+            front_of=args.front_of,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -226,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "metric": rows[0]["metric"] if rows else None,
         "runtime": args.runtime,
         "alpha": ALPHA,
-        "configurations": "full length, then the reference run's search front (picked on held-out training data)",
+        "configurations": f"full length, then the search front of the run labelled {args.front_of or args.reference!r} "
+        "(searched on held-out training data)" + (f", then {args.config}" if args.config else ""),
         "summary": summary,
         "rows": rows,
     }

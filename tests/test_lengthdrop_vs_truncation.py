@@ -166,19 +166,20 @@ def test_other_search_settings_are_refused(twin_runs) -> None:
 
 def test_same_config_scores_every_run_at_the_references_configurations(twin_runs, tmp_path: Path) -> None:
     """benchmarks/same_config.py: the truncation model against the LengthDrop model (reference) at full length and at
-    every configuration of the reference's front, per seed; the metrics are those the dev scorer gives."""
+    every configuration of the truncation model's front (--front-of), per seed; the metrics are those the dev scorer
+    gives."""
     import same_config
 
     ld, tr = twin_runs
     ref = lvt.SearchedRun.load(ld)
     rc = same_config.main(
         ["--run", "42", "ld", str(ld), "--run", "42", "tr", str(tr), "--reference", "ld", "--name", "sc"]
-        + ["--results-dir", str(tmp_path), "--n-boot", "100"]
+        + ["--results-dir", str(tmp_path), "--n-boot", "100", "--front-of", "tr"]
     )
     assert rc == 0
     saved = read_json(tmp_path / "sc.json")
     rows = saved["rows"]
-    configs = same_config.configs_of(ref, None)
+    configs = same_config.configs_of(lvt.SearchedRun.load(tr), None)  # --front-of tr: the twin's front
     assert [r["length_config"] for r in rows] == [c["length_config"] for c in configs]
     assert rows[0]["full"] and not any(r["full"] for r in rows[1:])
     assert [r["flops"] for r in rows[1:]] == sorted(r["flops"] for r in rows[1:])
@@ -208,4 +209,7 @@ def test_same_config_needs_one_reference_per_seed(twin_runs, tmp_path: Path) -> 
     ld, tr = twin_runs
     argv = ["--run", "42", "a", str(ld), "--run", "43", "b", str(tr), "--reference", "a", "--name", "x"]
     assert same_config.main([*argv, "--results-dir", str(tmp_path)]) == 2  # seed 43 has no run labelled "a"
+    assert not (tmp_path / "x.json").exists()
+    argv = ["--run", "42", "a", str(ld), "--run", "42", "b", str(tr), "--reference", "a", "--front-of", "c"]
+    assert same_config.main([*argv, "--name", "x", "--results-dir", str(tmp_path)]) == 2  # no run labelled "c"
     assert not (tmp_path / "x.json").exists()
