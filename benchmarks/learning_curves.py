@@ -36,7 +36,7 @@ def collect(run: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The learning-curve points of every stage of ``run`` (a run folder with a ``state.json``).
 
     Returns:
-        ``(rows, without_curve)``: one row per point, ``{"run", "stage", "epoch", "step", "metric", "value",
+        ``(rows, without_curve)``: one row per point, ``{"run", "task", "stage", "epoch", "step", "metric", "value",
         "metrics"}`` (``metric`` the task's main metric name where the point names it, ``value`` its value;
         GLUE metrics are fractions, SQuAD points), in stage and epoch order; and the names of training stages
         whose outputs hold ``learning_curve`` empty or not at all (finished before curves were recorded).
@@ -47,6 +47,7 @@ def collect(run: Path) -> tuple[list[dict[str, Any]], list[str]]:
     from slimformer.io import read_json
 
     state = read_json(run / "state.json")
+    task = next((s["outputs"]["task"] for s in state["stages"] if "task" in (s.get("outputs") or {})), None)
     rows: list[dict[str, Any]] = []
     without: list[str] = []
     for stage in state["stages"]:
@@ -63,6 +64,7 @@ def collect(run: Path) -> tuple[list[dict[str, Any]], list[str]]:
             rows.append(
                 {
                     "run": run.name,
+                    "task": task,
                     "stage": stage["name"],
                     "epoch": round(float(point["epoch"]), 3),
                     "step": int(point["step"]),
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": f"python benchmarks/learning_curves.py {' '.join(f'--run {_rel(r)}' for r in args.run)}"
         + (f" --name {args.name}" if args.name != "learning-curves" else ""),
         "machine": machine_info(1),  # the machine the runs were made on when read back where they were trained
+        "task": ", ".join(dict.fromkeys(r["task"] for r in rows if r["task"])),
         "metric": rows[0]["metric"],
         "notes": "Dev metric (PyTorch fp32; the length stage at full length) after each epoch; the last point of a "
         "stage is its final evaluation." + (f" Plot: `{_rel(png)}`." if png else ""),
