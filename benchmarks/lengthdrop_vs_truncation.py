@@ -218,9 +218,13 @@ class DevScorer:
         self.session = None
         if runtime == "int8":
             if not run.onnx_int8 or not Path(run.onnx_int8).is_file():
-                raise ConfigError(
-                    f"{run.run_dir}: no int8 length graph of the search (search_onnx_int8); use --runtime pytorch"
-                )
+                # a search without latencies (measure_latency: false) exported no graph: export it here, with the
+                # int8 mode the search would have timed (the default runtime scores what would be deployed)
+                from slimformer.stages._length_artifacts import export_length_int8
+
+                mode = run.front.get("search", {}).get("settings", {}).get("int8", "dynamic")
+                _, graph = export_length_int8(run.model_dir, run.run_dir / "search" / "onnx", mode=mode)
+                run.onnx_int8 = str(graph)
             from slimformer.export.length_ort import LengthOrtModel
 
             self.session = LengthOrtModel(run.onnx_int8, None, intra_op_num_threads=threads)

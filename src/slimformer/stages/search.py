@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from slimformer.bench.machine import physical_cores
 from slimformer.checkpoint import load_model
-from slimformer.config import IDENTITY_WHEN_SET, StageConfig, resolve_data_path
+from slimformer.config import IDENTITY_WHEN_SET, RUN_CONTROL, StageConfig, resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.export.length_ort import LengthOrtModel, full_length_batch, latency_ms
 from slimformer.length import selection as rep
@@ -148,6 +148,12 @@ class SearchStageConfig(LengthBudget, StageConfig):
     loss_reference: Literal["full", "teacher"] = Field("full", description="max_loss relative to this model")
     teacher: str | None = Field(None, description="teacher folder (default: the one the distill stage recorded)")
     progress: bool = Field(True, description="progress bar over iterations")
+    device: Literal["auto", "cpu"] = Field(
+        "auto",
+        description="where PyTorch scores configurations: auto = the CUDA GPU when there is one (fp32 either way; "
+        "the timed int8 graphs always run on the CPU)",
+        json_schema_extra={RUN_CONTROL: True},
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchStageConfig:
@@ -223,6 +229,8 @@ def run_search(
     config = config.resolved(spec.name, meta.applied)
     threads = config.threads or physical_cores()
     torch.set_num_threads(threads)
+    if config.device == "auto" and torch.cuda.is_available():
+        model.to("cuda")  # scoring only: the weights saved with the pick are copied from model_dir, not from here
     n, layers = config.seq_len or meta.max_seq_length or spec.max_seq_length, model.num_layers
     budget = config.budget()
     flops_of = cost_fn(model, n, unit="flops")
