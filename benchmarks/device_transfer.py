@@ -5,7 +5,8 @@ fp16 bits with those of the model it was trained from (sign, exponent and high m
 byte planes compress to about half: 23 MB for a fine-tuned MiniLM-L6, 20 MB for a LengthDrop model against its
 teacher). The fp16 rounding is made part of the pipeline, not of the transfer: ``round`` rewrites a checkpoint with
 fp16-representable fp32 weights *before* anything is trained from, searched on or evaluated with it, so the weights
-unpacked here are bit-identical to those the GPU machine used (a relative change of at most 2**-11 per weight).
+unpacked here are bit-identical to those the GPU machine used (a change of at most 2**-11 relative, or 2**-25 absolute
+for the weights below fp16's normal range, |w| < 2**-14; a weight beyond fp16's range, |w| > 65504, is refused).
 
     python benchmarks/device_transfer.py round MODEL_DIR                       # in place: weights -> fp16 -> fp32
     python benchmarks/device_transfer.py pack MODEL_DIR OUT_PREFIX [--ref REF_DIR] [--part-mb 15] [--round]
@@ -54,15 +55,35 @@ def _ref_key(name: str, shape: tuple[int, ...], ref: dict[str, np.ndarray]) -> s
     return None
 
 
+def _rounded(tensors: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
+    """Floating-point tensors rounded to fp16 (kept in their dtype); others unchanged.
+
+    Raises:
+        SystemExit: a finite weight that fp16 cannot hold (|w| > 65504).
+    """
+    out = {}
+    for k, v in tensors.items():
+        if v.dtype.kind == "f":
+            with np.errstate(over="ignore"):  # checked just below
+                r = v.astype(np.float16).astype(v.dtype)
+            if not np.array_equal(np.isfinite(r), np.isfinite(v)):
+                raise SystemExit(f"{where}: {k} holds values beyond fp16's range (|w| > 65504)")
+            v = r
+        out[k] = v
+    return out
+
+
 def round_model(model_dir: Path) -> dict[str, np.ndarray]:
     """Rewrite ``model_dir/model.safetensors`` with its floating-point weights rounded to fp16 (kept fp32).
 
     Returns:
         the rounded tensors (name -> array).
+
+    Raises:
+        SystemExit: a weight beyond fp16's range (the file is left as it was).
     """
     path = model_dir / WEIGHTS
-    tensors = load_file(path)
-    out = {k: (v.astype(np.float16).astype(v.dtype) if v.dtype.kind == "f" else v) for k, v in tensors.items()}
+    out = _rounded(load_file(path), path)
     tmp = path.with_suffix(".tmp")
     save_file(out, tmp, metadata={"format": "pt"})
     tmp.replace(path)
@@ -81,7 +102,7 @@ def pack(model_dir: Path, prefix: Path, ref_dir: Path | None, part_mb: float, *,
     """
     tensors = load_file(model_dir / WEIGHTS)
     if rounding:
-        tensors = {k: (v.astype(np.float16).astype(v.dtype) if v.dtype.kind == "f" else v) for k, v in tensors.items()}
+        tensors = _rounded(tensors, model_dir / WEIGHTS)
     ref = load_file(ref_dir / WEIGHTS) if ref_dir else {}
     entries, planes = [], []
     for k in sorted(tensors):

@@ -418,3 +418,17 @@ def test_rank_correlation_search_dev_by_hand() -> None:
     assert rank_correlation_search_dev(rows[:1]) == {"spearman": None, "points": 1}
     flat = [dict(r, metric_value=0.7) for r in rows]
     assert rank_correlation_search_dev(flat)["spearman"] is None  # constant dev metric: undefined
+
+
+def test_search_device_is_run_control() -> None:
+    """Scoring on a GPU changes no resume record: a search made on the lent GPU resumes here, on the CPU."""
+    from slimformer.config import identity_dump
+    from slimformer.recipe import _config_hash
+
+    def cfg(**opts):
+        return parse_recipe({"name": "q", "task": "sst2", "data": "x", "stages": [{"search": opts}]}).stages[0][1]
+
+    assert cfg().device == "auto" and "device" not in identity_dump(cfg(device="cpu"))
+    assert _config_hash("search", cfg()) == _config_hash("search", cfg(device="cpu"))
+    with pytest.raises(ConfigError, match="device"):
+        cfg(device="tpu")

@@ -91,6 +91,32 @@ def test_a_model_compared_with_itself_has_equal_metrics_and_p_one(twin_runs) -> 
         assert r["lengthdrop_metric"] == r["truncation_metric"] and r["p_value"] == 1.0
 
 
+def test_a_search_without_an_int8_graph_gets_one_exported(twin_runs, tmp_path: Path) -> None:
+    """A search run with ``measure_latency: false`` exported no graph: the int8 scorer exports the searched model's
+    graph into the run folder and scores exactly as with the search's own graph."""
+    import shutil
+
+    from slimformer.io import atomic_write_json
+
+    _, tr = twin_runs
+    copy_dir = tmp_path / "tr"
+    shutil.copytree(tr, copy_dir, symlinks=True)
+    state = read_json(copy_dir / "state.json")
+    search = next(s["outputs"] for s in state["stages"] if s["name"] == "search")
+    assert search["search_onnx_int8"]  # the fixture's search timed its front, so it has a graph
+    search["search_onnx_int8"] = None
+    atomic_write_json(copy_dir / "state.json", state)
+    shutil.rmtree(copy_dir / "search" / "onnx")
+
+    kw = {"runtime": "int8", "data_root": None, "max_eval_examples": None, "batch_size": 4, "threads": 1}
+    own = lvt.DevScorer(lvt.SearchedRun.load(tr), **kw)
+    run = lvt.SearchedRun.load(copy_dir)
+    exported = lvt.DevScorer(run, **kw)
+    assert Path(run.onnx_int8).is_file() and Path(run.onnx_int8).is_relative_to(copy_dir / "search" / "onnx")
+    gene = tuple(run.front["front"][0]["length_config"])
+    assert np.array_equal(own.scores(gene).scores, exported.scores(gene).scores)
+
+
 def test_searches_that_differ_are_refused(twin_runs) -> None:
     ld, tr = twin_runs
     a, b = lvt.SearchedRun.load(ld), lvt.SearchedRun.load(tr)
