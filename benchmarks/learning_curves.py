@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="learning-curves", help="results name: results/<name>.json, plots/<name>.png")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--plots-dir", type=Path, default=ROOT / "benchmarks" / "plots")
+    parser.add_argument(
+        "--trained-on",
+        help="where the runs were trained, when not on the machine that reads them back (e.g. the lent GPU machine): "
+        "stated in the results file, whose `machine` is then only the reader",
+    )
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info
@@ -140,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "benchmark": "learning-curves",
         "command": f"python benchmarks/learning_curves.py {' '.join(f'--run {_rel(r)}' for r in args.run)}"
-        + (f" --name {args.name}" if args.name != "learning-curves" else ""),
+        + (f" --name {args.name}" if args.name != "learning-curves" else "")
+        + (f" --trained-on '{args.trained_on}'" if args.trained_on else ""),
         "machine": machine_info(1),  # the machine the runs were made on when read back where they were trained
+        **({"trained_on": args.trained_on} if args.trained_on else {}),
         "task": ", ".join(dict.fromkeys(r["task"] for r in rows if r["task"])),
         "metric": rows[0]["metric"],
         "notes": "Dev metric (PyTorch fp32; the length stage at full length) after each epoch; the last point of a "

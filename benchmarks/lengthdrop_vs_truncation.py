@@ -487,8 +487,12 @@ def run(
     plots: Path | None = PLOTS,
     command: str = "python benchmarks/lengthdrop_vs_truncation.py",
     allow_pool_mismatch: bool = False,
+    trained_on: str | None = None,
 ) -> dict[str, Any]:
-    """Compare every pair, write the results file (and the plots unless ``plots`` is None); return the results."""
+    """Compare every pair, write the results file (and the plots unless ``plots`` is None); return the results.
+
+    ``trained_on``: where the runs were trained and searched when not on this machine (stated in the results file;
+    its ``machine`` is where dev was scored)."""
     done: list[dict[str, Any]] = []
     for task, variant, seed, a, b in pairs:
         ld, tr = SearchedRun.load(a), SearchedRun.load(b)
@@ -520,6 +524,7 @@ def run(
         "benchmark": "lengthdrop-vs-truncation",
         "command": command,
         "machine": machine_info(threads),
+        **({"trained_on": trained_on} if trained_on else {}),
         "task": sorted({d["task"] for d in done}),
         "metric": {d["task"]: d["rows"][0]["metric"] for d in done if d["rows"]},
         "runtime": runtime,
@@ -570,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--plots", type=Path, default=PLOTS)
+    p.add_argument("--trained-on", help="where the runs were trained and searched, when not on this machine")
     a = p.parse_args(argv)
     pairs = [(t, v, int(s), Path(x), Path(y)) for t, v, s, x, y in a.pair] if a.pair else discover(a.runs)
     if not a.pair:  # found by name: leave out pairs whose searches differ (e.g. quala-squad vs its 7,000-question twin)
@@ -597,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             results=a.out,
             plots=a.plots,
             allow_pool_mismatch=a.allow_pool_mismatch,
+            trained_on=a.trained_on,
             command="python benchmarks/lengthdrop_vs_truncation.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         )

@@ -120,6 +120,8 @@ def render(results: dict) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {machine}.  ",
     ]
+    if results.get("trained_on"):
+        lines.append(f"Trained on: {results['trained_on']}.  ")
     if results.get("deploy_commands"):
         lines.insert(-1, f"ONNX Runtime rows: `{' && '.join(results['deploy_commands'].values())}`  ")
     if budget:

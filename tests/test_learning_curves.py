@@ -208,6 +208,12 @@ def test_recipe_records_the_curves_of_finetune_and_length(tmp_path: Path, tiny_m
     written = json.loads((tmp_path / "learning-curves.json").read_text())
     assert [r["value"] for r in written["rows"]] == [r["value"] for r in rows]
     assert (tmp_path / "learning-curves.png").stat().st_size > 0
+    assert "trained_on" not in written  # read back where it was trained
+    where = "the lent GPU machine (H200)"
+    argv = ["--run", str(run), "--name", "gpu", "--trained-on", where]
+    assert learning_curves.main([*argv, "--results-dir", str(tmp_path), "--plots-dir", str(tmp_path)]) == 0
+    gpu = json.loads((tmp_path / "gpu.json").read_text())
+    assert gpu["trained_on"] == where and f"--trained-on '{where}'" in gpu["command"]
 
 
 def test_learning_curves_script_lists_stages_without_a_curve(tmp_path: Path) -> None:

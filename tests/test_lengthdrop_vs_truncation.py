@@ -54,9 +54,11 @@ def test_pairs_give_rows_at_matched_budgets_with_paired_p_values(twin_runs, tmp_
         threads=1,
         results=tmp_path / "r.json",
         plots=tmp_path / "plots",
+        trained_on="a GPU machine",
     )
     saved = read_json(tmp_path / "r.json")
     assert saved["rows"] == out["rows"] and "machine" in saved and saved["runtime"] == "int8"
+    assert saved["trained_on"] == "a GPU machine"
     rows = saved["rows"]
     assert len(rows) == 5 and all(FIELDS <= set(r) for r in rows)
     assert [r["budget"] for r in rows] == list(range(5))

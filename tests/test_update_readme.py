@@ -209,3 +209,11 @@ def test_github_anchor(heading: str, anchor: str):
 def test_repeated_headings_get_numbered_anchors():
     text = "## Setup\n\n<!-- results:a -->\n\n## Setup\n\n<!-- results:b -->\n"
     assert update_readme.section_anchors(text) == {"a": "setup", "b": "setup-1"}
+
+
+def test_runs_trained_elsewhere_say_where() -> None:
+    """A results file read back here from runs trained on another machine (the lent GPU) states both machines."""
+    here = update_readme.render(SEEDS)
+    assert "Trained on:" not in here and "Machine: cpu Test CPU" in here
+    there = update_readme.render({**SEEDS, "trained_on": "one NVIDIA H200"})
+    assert "Trained on: one NVIDIA H200.  " in there.splitlines()
