@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--trained-on", help="where the runs were trained and searched, when not on this machine")
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "same-config",
         "command": "python benchmarks/same_config.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_info(args.threads),
+        **({"trained_on": args.trained_on} if args.trained_on else {}),
         "task": sorted({r["task"] for r in rows}),
         "metric": rows[0]["metric"] if rows else None,
         "runtime": args.runtime,

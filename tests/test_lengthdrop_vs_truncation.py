@@ -202,10 +202,11 @@ def test_same_config_scores_every_run_at_the_references_configurations(twin_runs
     ref = lvt.SearchedRun.load(ld)
     rc = same_config.main(
         ["--run", "42", "ld", str(ld), "--run", "42", "tr", str(tr), "--reference", "ld", "--name", "sc"]
-        + ["--results-dir", str(tmp_path), "--n-boot", "100", "--front-of", "tr"]
+        + ["--results-dir", str(tmp_path), "--n-boot", "100", "--front-of", "tr", "--trained-on", "a GPU"]
     )
     assert rc == 0
     saved = read_json(tmp_path / "sc.json")
+    assert saved["trained_on"] == "a GPU"
     rows = saved["rows"]
     configs = same_config.configs_of(lvt.SearchedRun.load(tr), None)  # --front-of tr: the twin's front
     assert [r["length_config"] for r in rows] == [c["length_config"] for c in configs]
