@@ -4,8 +4,9 @@
 # the length stage on all of them for 2 epochs, then the search; then the truncation twin with the same search.
 # recipes/quala-squad-la-full.yaml unchanged, up to its search (time the picks afterwards, on an idle machine).
 #   bash benchmarks/lengthdrop_squad_full.sh [SEED ...]   (default: 42 43; start 42 first: it trains the teacher)
-# Estimated on this 2-core VM, one thread: teacher ~1.5-2 h, length ~6 h per seed, search ~1.5 h per run, so it
+# Estimated on this 2-core VM, one thread: teacher ~1.5-2 h, length ~6 h per seed, search ~6 h per run (2,000 questions), so it
 # spans sessions: every stage resumes from its last checkpoint when the same command is started again.
+# On a lent GPU (`device`): benchmarks/lengthdrop_squad_device.sh runs the same recipes and overrides in one ~9-min call.
 # Afterwards: python benchmarks/lengthdrop_vs_truncation.py --pair squad la-full 42 runs/issue14-full/quala-squad-la-full
 #   runs/issue14-full/quala-squad-la-full-truncation --pair ... (and the seed-43 pair).
 set -euo pipefail
