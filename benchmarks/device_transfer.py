@@ -96,6 +96,10 @@ def pack(model_dir: Path, prefix: Path, ref_dir: Path | None, part_mb: float, *,
     Args:
         rounding: round the weights to fp16 first (for a model that is only sent, like the base encoder: the
             receiving side trains from the rounded weights; ``model_dir`` is not changed).
+        part_mb: largest part file, MiB (the `device` tool returns files of at most 16 MiB).
+
+    Returns:
+        ``{"compressed_mb": size of the zlib stream in MB (10**6 bytes), "parts": part file names}``.
 
     Raises:
         SystemExit: a floating-point weight is not fp16-representable (without ``rounding``: run ``round`` first).
