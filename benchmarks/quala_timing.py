@@ -21,6 +21,13 @@ times run folders of any recipe that ends with ``export`` (int8) and ``length_be
 accuracies come from the run's own ``report.json``, the teacher is the distill stage's (else the run's fine-tuned
 model). Each row then also states issue 14's speed targets (SST-2: >= 4.5x the int8 teacher's bs-32 throughput and
 >= 14x its eager fp32 at <= 1.0 point loss; SQuAD: >= 1.5x and >= 8x at <= 1.0 F1) and whether the median meets them.
+
+    python benchmarks/quala_timing.py --run runs/issue14-full/quala-squad-la-full --pick-graph --out ...
+
+also exports the pick as the ``export`` stage does with ``length_graph: pick`` (selection ops only at the layers where
+the pick drops tokens; into ``<run>/length_benchmark/pick-graph-onnx``) and times it in the same rounds as
+``pick int8 (pick graph)``, with its own ratios, and the largest output difference between the two pick graphs on
+the timing batch.
 """
 
 from __future__ import annotations
@@ -84,8 +91,27 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, object]:
+def _pick_graph(run: Path, a: dict[str, object]) -> Path:
+    """The pick exported with ``length_graph: pick`` (the int8 mode of the run's own graph), reused when present."""
+    from slimformer.errors import ConfigError
+    from slimformer.io import read_json
+    from slimformer.length.config import load_length_config
+    from slimformer.stages._length_report import int8_mode
+    from slimformer.stages.export import ExportConfig, export_model
+
+    out = run / "length_benchmark" / "pick-graph-onnx"
+    graph = out / "model.int8.onnx"
+    model_dir = Path({s["name"]: s["outputs"] for s in read_json(run / "state.json")["stages"]}["search"]["model_dir"])
+    if load_length_config(model_dir) != a["config"]:
+        raise ConfigError(f"{model_dir}: its saved length configuration is not the results file's pick {a['gene']}")
+    if not graph.is_file():
+        export_model(model_dir, ExportConfig(int8=int8_mode(str(a["pick_int8"])), length_graph="pick"), out=out)
+    return graph
+
+
+def time_run(run: Path, results: dict, rounds: int, threads: int, pick_graph: bool = False) -> dict[str, object]:
     """Per-round timings of teacher fp32, teacher int8 and the pick; ratios per round with their spread."""
+    import numpy as np
     import torch
 
     from slimformer.bench.latency import compare_runtimes
@@ -102,6 +128,17 @@ def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, o
         "pick int8": LengthOrtModel(a["pick_int8"], a["config"], intra_op_num_threads=threads),
     }
     batch = full_length_batch(teacher.config.vocab_size, a["seq_len"], 32)
+    extra: dict[str, object] = {}
+    if pick_graph:
+        graph = _pick_graph(run, a)
+        fewer = LengthOrtModel(graph, a["config"], intra_op_num_threads=threads)
+        sessions["pick int8 (pick graph)"] = fewer
+        got, ref = fewer(batch), sessions["pick int8"](batch)
+        extra["pick_graph"] = {
+            "onnx_int8": _rel(graph),
+            "select_layers": list(fewer.select_layers or []),
+            "max_abs_diff_vs_any_graph": float(max(np.abs(got[k] - ref[k]).max() for k in ref)),
+        }
     per_round = []
     for _ in range(rounds):
         t = compare_runtimes(
@@ -114,6 +151,16 @@ def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, o
         "bs1 vs teacher int8": [r["teacher int8"][0] / r["pick int8"][0] for r in per_round],
         "bs1 vs teacher fp32": [r["teacher fp32"][0] / r["pick int8"][0] for r in per_round],
     }
+    if pick_graph:
+        p = "pick int8 (pick graph)"
+        ratios.update(
+            {
+                "pick graph bs32 vs teacher int8": [r[p][1] / r["teacher int8"][1] for r in per_round],
+                "pick graph bs32 vs teacher fp32": [r[p][1] / r["teacher fp32"][1] for r in per_round],
+                "pick graph bs32 vs any graph": [r[p][1] / r["pick int8"][1] for r in per_round],
+                "pick graph bs1 vs any graph": [r["pick int8"][0] / r[p][0] for r in per_round],
+            }
+        )
     return {
         "run_dir": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
         "task": a["task"],
@@ -123,6 +170,7 @@ def time_run(run: Path, results: dict, rounds: int, threads: int) -> dict[str, o
         "throughput_bs32": {k: _spread([r[k][1] for r in per_round]) for k in sessions},
         "latency_ms_bs1": {k: _spread([r[k][0] for r in per_round]) for k in sessions},
         "ratios": {k: _spread(v) for k, v in ratios.items()},
+        **extra,
     }
 
 
@@ -164,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a run folder with a finished length_benchmark stage, timed from its own report.json (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=None, help="results file (default: results/quala-timing.json)")
+    parser.add_argument(
+        "--pick-graph",
+        action="store_true",
+        help="also export and time each --run's pick with length_graph: pick (selection only where it drops tokens)",
+    )
     args = parser.parse_args(argv)
 
     from slimformer.bench.machine import machine_info, physical_cores
@@ -182,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if "length_benchmark" not in state:
             parser.error(f"{run}: no finished length_benchmark stage (run the recipe's export and length_benchmark)")
         report = read_json(state["length_benchmark"]["report_json"])
-        row = {"results": run.name, **time_run(run, report, args.rounds, threads)}
+        row = {"results": run.name, **time_run(run, report, args.rounds, threads, args.pick_graph)}
         row.update(targets(row, report))
         print(run.name, row["ratios"], {k: row[k] for k in ("loss_points", "met") if k in row})
         rows.append(row)
@@ -214,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "SLIMFORMER_DATA=../shared/data python benchmarks/quala_timing.py"
         + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
         + "".join(f" --run {_rel(r)}" for r in args.run)
+        + (" --pick-graph" if args.pick_graph else "")
         + (f" --out {_rel(args.out)}" if args.out else ""),
         "machine": machine_info(threads),
         "task": ", ".join(dict.fromkeys(r["task"] for r in rows)),  # per row in "task"

@@ -348,3 +348,42 @@ def test_latency_cost_search_and_budget_ms_pick(run, tmp_path) -> None:
         assert p["flops"] == config_flops(p["length_config"], 16, dims)
     assert front["selected"]["length_config"] == front["front"][-1]["length_config"]  # every point fits 1 s
     assert front["search"]["cost_bounds"][0] < front["search"]["cost_bounds"][1]
+
+
+def test_pick_graph_export_and_its_report(run, tmp_path) -> None:
+    """``export: {length_graph: pick}``: the deployed graph selects only where the pick drops tokens; the report
+    times that graph for the pick and re-scores the front on a graph that serves every configuration."""
+    import onnx
+
+    raw, run_dir = _copy_run(run, tmp_path)
+    stage = raw["stages"][4]["export"]
+    raw["stages"][4]["export"] = {**stage, "length_graph": "pick"}
+    ctx = run_recipe(parse_recipe(raw), run_dir=run_dir, log=lambda s: None)
+    chosen = gene_config(
+        ctx.outputs["3-search"]["length_config"], read_json(ctx.outputs["3-search"]["front_json"])["gene_form"], 16
+    )
+    pick_graph = ctx.outputs["4-export"]["onnx_int8"]
+    meta = {p.key: p.value for p in onnx.load(pick_graph).metadata_props}
+    assert json.loads(meta["slimformer.length_select_layers"]) == list(chosen.selecting_layers())
+    report = read_json(ctx.outputs["5-length_benchmark"]["report_json"])
+    assert (run_dir / "length_benchmark" / "front-onnx" / "model.int8.onnx").is_file()
+    pick_row = next(r for r in report["rows"] if r["name"].startswith("QuaLA student int8"))
+    same = [r for r in report["front"] if r["length_config"] == pick_row["length_config"]]
+    assert same and same[0]["metric_value"] == pick_row["metric_value"]  # same selections, other graph
+    assert len(report["front"]) == len(read_json(ctx.outputs["3-search"]["front_json"])["front"])
+
+
+def test_timing_of_the_pick_graph(run, tmp_path) -> None:
+    """``quala_timing.py --pick-graph``: the pick exported with ``length_graph: pick`` is timed beside the any-graph."""
+    _, run_dir = _copy_run(run, tmp_path)
+    out = tmp_path / "targets.json"
+    argv = ["--run", str(run_dir), "--out", str(out), "--rounds", "2", "--threads", "1", "--pick-graph"]
+    assert _bench_module("quala_timing").main(argv) == 0
+    (row,) = read_json(out)["runs"]
+    assert "pick int8 (pick graph)" in row["throughput_bs32"]
+    assert {"pick graph bs32 vs teacher int8", "pick graph bs32 vs any graph"} <= set(row["ratios"])
+    graph = row["pick_graph"]
+    assert (run_dir / "length_benchmark" / "pick-graph-onnx" / "model.int8.onnx").is_file()
+    form = read_json(run_dir / "search" / "front.json")["gene_form"]
+    assert graph["select_layers"] == list(gene_config(row["length_config"], form, 16).selecting_layers())
+    assert graph["max_abs_diff_vs_any_graph"] < 1e-3  # the same selections, fewer ops

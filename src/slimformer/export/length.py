@@ -14,6 +14,15 @@ benchmark, the int8 quantizer's calibration) runs that default configuration.
 Why not one export per configuration: a constant ``k`` per layer would fix the input length too (``k`` depends
 on ``N``), and a deployment that serves several budgets would need one file per budget and per length.
 
+One exception, for speed: ``select_layers`` leaves the selection ops out of the other layers. A layer at which the
+deployed configuration keeps every row entering it (ratio 1, or the previous layer's ratio:
+:meth:`~slimformer.length.LengthConfig.selecting_layers`) selects nothing, yet its ops (significance MatMul,
+``TopK``, ``Sort``, row ``Gather``) cost about 1% of a layer's time each at full length. A graph exported with
+``select_layers=config.selecting_layers()`` (export stage ``length_graph: pick``) still takes both inputs and any
+input length, and serves every configuration that drops tokens only at those layers; its metadata
+(``slimformer.length_select_layers``) names them, and :class:`~slimformer.export.length_ort.LengthOrtModel`
+refuses any other configuration.
+
 No patching is needed: the selector is passed explicitly to the model's forward and computes ``k`` with tensor
 operations when traced (TorchScript exporter; the dynamo exporter cannot express a data-dependent ``k``).
 Parity with :func:`~slimformer.length.selector.forward_with_config` is checked per configuration by
@@ -34,14 +43,14 @@ import torch
 from torch import Tensor, nn
 
 from slimformer._version import __version__
-from slimformer.errors import ExportError
+from slimformer.errors import ConfigError, ExportError
 from slimformer.export._proto import add_metadata, atomic_output
 from slimformer.export.onnx import export_mode
 from slimformer.export.ort import require_onnxruntime
 from slimformer.export.parity import check_outputs
 from slimformer.export.spec import DummyInputGenerator, OnnxSpec, onnx_spec
 from slimformer.length.config import LengthConfig
-from slimformer.length.selector import LengthSelector, forward_with_config, length_inputs
+from slimformer.length.selector import LengthSelector, check_select_layers, forward_with_config, length_inputs
 from slimformer.models import HeadKind, SlimModel
 
 __all__ = [
@@ -49,6 +58,7 @@ __all__ = [
     "LENGTH_INPUTS",
     "LengthExportWrapper",
     "export_length_onnx",
+    "graph_select_layers",
     "length_feeds",
     "validate_length_outputs",
 ]
@@ -69,16 +79,26 @@ class LengthExportWrapper(nn.Module):
         model: a classification or span-QA :class:`SlimModel`.
         spec: its :class:`~slimformer.export.spec.OnnxSpec`.
         restore: Drop-and-Restore (default: ``True`` for QA, ``False`` for classification).
+        select_layers: the layers (0-based) that get selection ops; ``None``: every layer.
     """
 
-    def __init__(self, model: SlimModel, spec: OnnxSpec, restore: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: SlimModel,
+        spec: OnnxSpec,
+        restore: bool | None = None,
+        select_layers: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.spec = model, spec
         self.restore = model.head is HeadKind.QA if restore is None else restore
+        self.select_layers = select_layers
 
     def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
         named = dict(zip(self.spec.inputs + LENGTH_INPUTS, args))
-        selector = LengthSelector(named["length_ratios"], named["length_caps"], named["attention_mask"])
+        selector = LengthSelector(
+            named["length_ratios"], named["length_caps"], named["attention_mask"], self.select_layers
+        )
         out = self.model(
             named["input_ids"],
             named["attention_mask"],
@@ -97,6 +117,24 @@ def length_feeds(config: LengthConfig | None, num_layers: int) -> dict[str, np.n
     """
     ratios, caps = length_inputs(config, num_layers)
     return {"length_ratios": ratios.numpy(), "length_caps": caps.numpy()}
+
+
+def graph_select_layers(metadata: dict[str, str], source: str = "graph") -> tuple[int, ...] | None:
+    """The layers (0-based) a length-adaptive graph selects tokens at, from its metadata (``None``: every layer).
+
+    Raises:
+        ExportError: ``slimformer.length_select_layers`` is not a JSON list of layer indices (names ``source``).
+    """
+    raw = metadata.get("slimformer.length_select_layers")
+    if raw is None:
+        return None
+    try:
+        layers = json.loads(raw)
+    except json.JSONDecodeError:
+        layers = None
+    if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise ExportError(f"{source}: metadata slimformer.length_select_layers is {raw!r}; expected a list of ints")
+    return tuple(layers)
 
 
 def _make_inputs_overridable(path: Path, defaults: dict[str, np.ndarray]) -> None:
@@ -125,6 +163,7 @@ def export_length_onnx(
     atol: float = 1e-4,
     trace_batch_size: int = 2,
     trace_seq_len: int = 16,
+    select_layers: Sequence[int] | None = None,
 ) -> Path:
     """Export ``model`` with per-layer token selection to one ``.onnx`` file (see module notes).
 
@@ -139,19 +178,29 @@ def export_length_onnx(
         validate_configs: further configurations to check.
         atol: tolerance of the parity check.
         trace_batch_size, trace_seq_len: dummy input shape for tracing (not fixed in the graph).
+        select_layers: the layers (0-based) that get selection ops (``None``: every layer, so the graph serves
+            every configuration); e.g. ``config.selecting_layers()`` for the fastest graph of one pick (see the
+            module notes). ``config`` and every ``validate_configs`` entry must drop tokens only there.
 
     Returns:
         ``out_path`` as a :class:`Path`.
 
     Raises:
-        ConfigError: ``config`` does not fit the model. ExportError: the head is ``none``, or ONNX Runtime and
-            :func:`forward_with_config` differ by more than ``atol``.
+        ConfigError: ``config`` does not fit the model, or drops tokens outside ``select_layers``; a layer index
+            is out of range. ExportError: the head is ``none``, or ONNX Runtime and :func:`forward_with_config`
+            differ by more than ``atol``.
     """
     if model.head is HeadKind.NONE:
         raise ExportError("length-adaptive export needs a classification or QA head (got head 'none')")
     out_path = Path(out_path)
     num_layers = model.num_layers
     defaults = length_feeds(config, num_layers)
+    if select_layers is not None:
+        select_layers = tuple(sorted({int(i) for i in select_layers}))
+        if any(i < 0 or i >= num_layers for i in select_layers):
+            raise ConfigError(f"select_layers {list(select_layers)}: expected layer indices within 0..{num_layers - 1}")
+        for c in (config, *validate_configs):
+            check_select_layers(c, select_layers, f"export {out_path.name}")
     spec = onnx_spec(model)
     gen = DummyInputGenerator(model.config, seed=0)
     dummy = gen.generate(spec.inputs, trace_batch_size, min(trace_seq_len, gen.max_seq_len))
@@ -165,7 +214,7 @@ def export_length_onnx(
             # row indices come from TopK / arange, never negative (the case the exporter warns about)
             warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
             torch.onnx.export(
-                LengthExportWrapper(model, spec, restore).eval(),
+                LengthExportWrapper(model, spec, restore, select_layers).eval(),
                 args,
                 str(tmp),
                 input_names=list(spec.inputs + LENGTH_INPUTS),
@@ -188,6 +237,11 @@ def export_length_onnx(
                 "slimformer.length_inputs": json.dumps(list(LENGTH_INPUTS)),
                 "slimformer.length_graph": str(LENGTH_GRAPH_VERSION),
                 "slimformer.length_config": json.dumps((config or LengthConfig.full(num_layers)).to_dict()),
+                **(
+                    {}
+                    if select_layers is None
+                    else {"slimformer.length_select_layers": json.dumps(list(select_layers))}
+                ),
                 "slimformer.num_hidden_layers": str(num_layers),
                 "slimformer.num_attention_heads": str(model.config.num_attention_heads),
                 "slimformer.hidden_size": str(model.config.hidden_size),
@@ -223,16 +277,21 @@ def validate_length_outputs(
     """Compare ONNX Runtime with :func:`forward_with_config` for each configuration, batch size and length.
 
     Every output is compared at every position (padded ones included). With ``default_config`` (a config or
-    ``None`` for the full model) the graph is also run without the length inputs and compared with it.
+    ``None`` for the full model) the graph is also run without the length inputs and compared with it. A graph
+    whose metadata names its selecting layers (``select_layers`` at export) is compared with the same selection.
 
     Returns:
         The largest absolute difference seen.
 
     Raises:
         ExportError: a shape differs, or a difference exceeds ``atol`` (names the output, config and shape).
+        ConfigError: a configuration drops tokens at a layer the graph does not select at.
     """
     spec = onnx_spec(model)
     session = _session(onnx_path)
+    select = graph_select_layers(session.get_modelmeta().custom_metadata_map, str(onnx_path))
+    for c in (*configs, *([default_config] if default_config is not False else [])):
+        check_select_layers(c, select, Path(onnx_path).name)
     gen = DummyInputGenerator(model.config, seed=seed)
     runs: list[tuple[LengthConfig | None, bool]] = [(c, True) for c in configs]
     if default_config is not False:
@@ -245,7 +304,11 @@ def validate_length_outputs(
                 feeds = {k: v.numpy() for k, v in inputs.items()}
                 for config, feed_lengths in runs:
                     ref = forward_with_config(
-                        model, **inputs, config=config or LengthConfig.full(model.num_layers), restore=restore
+                        model,
+                        **inputs,
+                        config=config or LengthConfig.full(model.num_layers),
+                        restore=restore,
+                        select_layers=select,
                     )
                     extra = length_feeds(config, model.num_layers) if feed_lengths else {}
                     got = dict(zip(spec.outputs, session.run(list(spec.outputs), {**feeds, **extra})))

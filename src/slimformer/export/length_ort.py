@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from slimformer.bench.latency import measure, ort_runner
-from slimformer.export.length import LENGTH_INPUTS, length_feeds
+from slimformer.export.length import LENGTH_INPUTS, graph_select_layers, length_feeds
 from slimformer.export.ort import OrtModel
 from slimformer.length.config import LengthConfig
+from slimformer.length.selector import check_select_layers
 
 __all__ = ["LengthOrtModel", "full_length_batch", "latency_ms"]
 
@@ -47,15 +48,19 @@ class LengthOrtModel(OrtModel):
         if not set(LENGTH_INPUTS) <= declared:
             raise ValueError(f"{self.path.name} has no {list(LENGTH_INPUTS)} inputs; not a length-adaptive graph")
         self.num_layers = int(self.metadata.get("slimformer.num_hidden_layers", 0))
+        #: the layers the graph selects tokens at (``None``: every layer; ``export_length_onnx``'s ``select_layers``)
+        self.select_layers = graph_select_layers(self.metadata, self.path.name)
         self.set_config(config)
 
     def set_config(self, config: LengthConfig | None) -> None:
         """Run ``config`` from now on (no new session is built).
 
         Raises:
-            ConfigError: ``config`` does not have one entry per layer of the graph.
+            ConfigError: ``config`` does not have one entry per layer of the graph, or drops tokens at a layer the
+                graph has no selection ops for (a graph exported for one pick, ``select_layers``).
         """
         self._length_feeds = length_feeds(config, self.num_layers)
+        check_select_layers(config, self.select_layers, f"{self.path.name} (exported for its pick)")
         self.config = config
 
     def feeds(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:

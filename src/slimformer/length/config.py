@@ -125,6 +125,26 @@ class LengthConfig:
         """Whether no token is ever dropped (all ratios are 1; absolute lengths depend on the input)."""
         return self.ratios is not None and all(r == 1.0 for r in self.ratios)
 
+    def selecting_layers(self) -> tuple[int, ...]:
+        """Indices (0-based) of the layers at which this configuration can drop a token, on any input.
+
+        Every other layer keeps exactly the rows that enter it, for every row of every batch
+        (:class:`~slimformer.length.LengthSelector`: ``k_{b,i} = clip(min(ceil(r_i · n_b − 0.001), cap_i), 1,
+        k_{b,i−1})``), so its selection ops can be left out of a graph that serves this configuration
+        (:func:`~slimformer.export.length.export_length_onnx`, ``select_layers``):
+
+        * ratios: layer ``i`` selects unless ``r_i = 1`` or ``r_i = r_{i−1}`` (then ``k_{b,i} = k_{b,i−1}``);
+        * absolute lengths: layer ``i > 0`` selects unless ``l_i = l_{i−1}``; layer 0 always can (an input may
+          be longer than ``l_1``).
+
+        Returns:
+            The selecting layers, increasing; ``()`` for the full model.
+        """
+        v = self.values
+        if self.ratios is not None:
+            return tuple(i for i, r in enumerate(v) if r < 1.0 and (i == 0 or r != v[i - 1]))
+        return tuple(i for i in range(len(v)) if i == 0 or v[i] != v[i - 1])
+
     def check_layers(self, num_layers: int) -> LengthConfig:
         """Return ``self`` if it has one entry per layer of a ``num_layers``-layer model.
 

@@ -25,10 +25,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from slimformer.errors import ConfigError
 from slimformer.length.config import RATIO_SLACK, LengthConfig
 from slimformer.models import HeadKind, SlimModel, TaskOutput
 
-__all__ = ["token_significance", "top_k_rows", "length_inputs", "LengthSelector", "forward_with_config", "NO_CAP"]
+__all__ = [
+    "token_significance",
+    "top_k_rows",
+    "length_inputs",
+    "check_select_layers",
+    "LengthSelector",
+    "forward_with_config",
+    "NO_CAP",
+]
 
 #: The per-layer cap used for keep-ratio configurations (no absolute limit).
 NO_CAP = 1 << 30
@@ -76,6 +85,24 @@ def length_inputs(config: LengthConfig | None, num_layers: int) -> tuple[Tensor,
     return torch.ones(num_layers, dtype=torch.float32), torch.tensor(config.lengths, dtype=torch.long)
 
 
+def check_select_layers(config: LengthConfig | None, select_layers: Sequence[int] | None, where: str) -> None:
+    """Check that ``config`` drops tokens only at ``select_layers`` (``None``: every layer selects).
+
+    Raises:
+        ConfigError: ``config`` can drop tokens at a layer outside ``select_layers`` (names ``where``, the layers
+            and the configuration).
+    """
+    if config is None or select_layers is None:
+        return
+    outside = [i for i in config.selecting_layers() if i not in set(select_layers)]
+    if outside:
+        raise ConfigError(
+            f"{where} selects tokens only at layers {[i + 1 for i in select_layers]} (1-based); length configuration "
+            f"{config.values} also drops tokens at layer(s) {[i + 1 for i in outside]}; use a graph exported for "
+            "every configuration (export stage: length_graph: any)"
+        )
+
+
 class LengthSelector:
     """A :data:`~slimformer.models.TokenSelector` applying a length configuration (one per forward pass).
 
@@ -86,22 +113,42 @@ class LengthSelector:
     (its lowest-ranked gathered rows) is masked from then on (:data:`~slimformer.models.TokenSelector`'s
     ``row_keep``), so padding never changes what a sentence keeps or its outputs.
 
+    With ``select_layers``, only those layers run a selection; every other layer keeps every row entering it
+    (no ops at all, in a traced graph). That is exact for any configuration whose
+    :meth:`~slimformer.length.LengthConfig.selecting_layers` lie within ``select_layers``, on every real row; the
+    caller checks it (:func:`check_select_layers`).
+
     Args:
         ratios: ``(L,)`` float32 keep ratios; caps: ``(L,)`` int64 absolute caps (see :func:`length_inputs`).
         attention_mask: ``(B, N)`` 0/1 mask of the input.
+        select_layers: the layers (0-based) that select; ``None``: every layer.
     """
 
-    def __init__(self, ratios: Tensor, caps: Tensor, attention_mask: Tensor) -> None:
+    def __init__(
+        self, ratios: Tensor, caps: Tensor, attention_mask: Tensor, select_layers: Sequence[int] | None = None
+    ) -> None:
         self.ratios, self.caps = ratios, caps
+        self.select_layers = None if select_layers is None else frozenset(int(i) for i in select_layers)
         self.n_rows = attention_mask.sum(dim=1)  # (B,) int64: real tokens of each row
         self.prev_k: Tensor = self.n_rows  # (B,) rows each batch row kept at the previous selecting layer
         self.kept: dict[int, int] = {}  # eager only: layer -> rows gathered (max over the batch; tests, reports)
 
     @classmethod
-    def from_config(cls, config: LengthConfig | None, num_layers: int, attention_mask: Tensor) -> LengthSelector:
-        """Build from a :class:`LengthConfig` (``None``: the full model)."""
+    def from_config(
+        cls,
+        config: LengthConfig | None,
+        num_layers: int,
+        attention_mask: Tensor,
+        select_layers: Sequence[int] | None = None,
+    ) -> LengthSelector:
+        """Build from a :class:`LengthConfig` (``None``: the full model).
+
+        Raises:
+            ConfigError: ``config`` has the wrong number of layers, or drops tokens outside ``select_layers``.
+        """
         ratios, caps = length_inputs(config, num_layers)
-        return cls(ratios.to(attention_mask.device), caps.to(attention_mask.device), attention_mask)
+        check_select_layers(config, select_layers, "the selector")
+        return cls(ratios.to(attention_mask.device), caps.to(attention_mask.device), attention_mask, select_layers)
 
     def row_keep_counts(self, layer_idx: int) -> Tensor:
         """``k_{b,i}`` for layer ``layer_idx``, ``(B,)`` int64 (float32 arithmetic, see the module notes)."""
@@ -117,7 +164,12 @@ class LengthSelector:
         return self.row_keep_counts(layer_idx).max()
 
     def __call__(self, layer_idx: int, probs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor] | None:
-        """``(indices (B, k), row_keep (B, k))`` in original order, or ``None`` (eager, every row kept)."""
+        """``(indices (B, k), row_keep (B, k))`` in original order, or ``None`` (every row kept: eager, or a layer
+        outside ``select_layers``)."""
+        if self.select_layers is not None and layer_idx not in self.select_layers:
+            if not torch.jit.is_tracing():
+                self.kept[layer_idx] = probs.shape[-1]
+            return None
         k_rows = self.row_keep_counts(layer_idx)
         self.prev_k = k_rows
         k = k_rows.max()
@@ -141,6 +193,7 @@ def forward_with_config(
     *,
     restore: bool | None = None,
     layers: Sequence[int] | None = None,
+    select_layers: Sequence[int] | None = None,
     **labels: Tensor,
 ) -> TaskOutput:
     """Run ``model`` with a length configuration (LAT inference; also the sub-model passes of training).
@@ -153,6 +206,7 @@ def forward_with_config(
             dropped tokens keep the hidden state of the last layer that processed them) and ``False`` for
             classification (plain dropping; the head reads ``[CLS]``, always kept).
         layers: LayerDrop, indices of the layers to run (training only).
+        select_layers: the layers that select tokens (``None``: every layer), as in a graph exported with them.
         **labels: ``labels`` or ``start_positions``/``end_positions``, passed to the model for its task loss.
 
     Returns:
@@ -160,7 +214,7 @@ def forward_with_config(
         ``(B, N)``.
 
     Raises:
-        ConfigError: ``config`` has the wrong number of layers.
+        ConfigError: ``config`` has the wrong number of layers, or drops tokens outside ``select_layers``.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -169,5 +223,5 @@ def forward_with_config(
         restore = inner.head is HeadKind.QA
     keep = None
     if config is not None:
-        keep = LengthSelector.from_config(config, inner.num_layers, attention_mask)
+        keep = LengthSelector.from_config(config, inner.num_layers, attention_mask, select_layers)
     return model(input_ids, attention_mask, token_type_ids, keep=keep, restore=restore, layers=layers, **labels)

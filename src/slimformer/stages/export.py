@@ -17,7 +17,7 @@ from pydantic import Field
 
 from slimformer.bench.machine import file_size_mb
 from slimformer.checkpoint import load_model
-from slimformer.config import StageConfig
+from slimformer.config import IDENTITY_WHEN_SET, StageConfig
 from slimformer.errors import ConfigError
 from slimformer.evaluate import check_model_for_task
 from slimformer.export import FP32_FILE, INT8_FILE, export_onnx, validate_outputs
@@ -48,6 +48,13 @@ class ExportConfig(StageConfig):
         "activations by one step, so outputs differ by ~0.01-0.4 (docs/quantization.md)",
     )
     int8: Literal["none", "dynamic", "static"] = Field("none", description="also write an int8 model")
+    length_graph: Literal["any", "pick"] = Field(
+        "any",
+        description="length-adaptive models: 'any' = one graph serves every length configuration (pick a front "
+        "point per call); 'pick' = selection ops only at the layers where the saved configuration drops tokens "
+        "(faster when it keeps some layers at full length; serves only configurations that drop nowhere else)",
+        json_schema_extra={IDENTITY_WHEN_SET: True},
+    )
 
 
 def export_model(
@@ -62,7 +69,8 @@ def export_model(
 
     A length-adaptive model (its folder has ``length_config.json``) is exported with
     :func:`slimformer.export.length.export_length_onnx`: the length configuration is a graph input whose default is
-    the saved configuration (copied to ``out``).
+    the saved configuration (copied to ``out``); ``length_graph: pick`` leaves the selection ops out of the layers
+    where that configuration drops nothing (:meth:`~slimformer.length.LengthConfig.selecting_layers`).
 
     Returns:
         ``{"export_dir", "onnx_fp32", "max_abs_diff", "size_mb"}`` (+ int8 outputs when ``config.int8`` is set).
@@ -88,7 +96,10 @@ def export_model(
         diff = validate_outputs(loaded.model, fp32, atol=config.atol)
     else:  # a length-adaptive model: the configuration is a graph input, the saved one its default
         fp32 = out_dir / FP32_FILE
-        export_length_onnx(loaded.model, fp32, length_config, opset=config.opset, atol=config.atol)
+        select = length_config.selecting_layers() if config.length_graph == "pick" else None
+        export_length_onnx(
+            loaded.model, fp32, length_config, opset=config.opset, atol=config.atol, select_layers=select
+        )
         diff = validate_length_outputs(loaded.model, fp32, [length_config], atol=config.atol)
         save_length_config(length_config, out_dir)
     _save_serving_files(loaded, out_dir)

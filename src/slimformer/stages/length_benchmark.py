@@ -135,6 +135,16 @@ def run_length_benchmark(
     )
     pick = LengthOrtModel(onnx_int8, chosen, intra_op_num_threads=threads)
     sessions[pick_name] = pick
+    front_graph, front_model = onnx_int8, pick
+    if pick.select_layers is not None:  # exported for the pick only (length_graph: pick): the front needs every layer
+        _, front_graph = export_length_int8(
+            front["searched_model"],
+            work / "front-onnx",
+            mode=mode,
+            calibration_examples=config.calibration_examples,
+            data_root=data_root,
+        )
+        front_model = LengthOrtModel(front_graph, chosen, intra_op_num_threads=threads)
 
     ft = meta.origin() or {}
     eval_set = load_eval_set(
@@ -160,7 +170,7 @@ def run_length_benchmark(
     }
     front_rows = rep.rescore_front(
         front["front"],
-        pick,
+        front_model,
         plain if config.truncation else None,
         eval_set,
         to_config=lambda g: gene_config(g, form, n),
@@ -171,7 +181,7 @@ def run_length_benchmark(
     front_names = {tuple(g): f"front {tuple(g)}" for g in (r["length_config"] for r in front_rows)}
     front_names[tuple(gene)] = pick_name
     front_sessions = {
-        name: LengthOrtModel(onnx_int8, gene_config(g, form, n), intra_op_num_threads=threads)
+        name: LengthOrtModel(front_graph, gene_config(g, form, n), intra_op_num_threads=threads)
         for g, name in front_names.items()
         if name != pick_name
     }
