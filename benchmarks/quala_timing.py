@@ -27,7 +27,9 @@ model). Each row then also states issue 14's speed targets (SST-2: >= 4.5x the i
 also exports the pick as the ``export`` stage does with ``length_graph: pick`` (selection ops only at the layers where
 the pick drops tokens; into ``<run>/length_benchmark/pick-graph-onnx``) and times it in the same rounds as
 ``pick int8 (pick graph)``, with its own ratios, and the largest output difference between the two pick graphs on
-the timing batch.
+the timing batch. Both pick graphs are also scored on the run's whole dev split (the report split, no cap), with a
+paired test: int8 kernels fuse differently in the two graphs (the pick graph gets ``SkipLayerNormalization``), so
+their dynamically quantized activations, hence outputs, differ slightly although the fp32 graphs agree exactly.
 """
 
 from __future__ import annotations
@@ -109,6 +111,44 @@ def _pick_graph(run: Path, a: dict[str, object]) -> Path:
     return graph
 
 
+def _dev_scores(run: Path, sessions: dict[str, object]) -> dict[str, object]:
+    """Each session's main metric on the run's whole dev split (batch 32, length-sorted), and a paired test."""
+    from slimformer.bench.stats import paired_test
+    from slimformer.checkpoint import load_model
+    from slimformer.config import resolve_data_path
+    from slimformer.evaluate import evaluate_predictor_scores
+    from slimformer.io import read_json
+    from slimformer.tasks.data import load_eval_set
+    from slimformer.yamlio import load_yaml_file
+
+    state = {s["name"]: s["outputs"] for s in read_json(run / "state.json")["stages"]}
+    front = read_json(state["search"]["front_json"])
+    searched = load_model(front["searched_model"])
+    ft = searched.meta.origin() or {}
+    data = load_yaml_file(run / "recipe.resolved.yaml")["data"]
+    eval_set = load_eval_set(
+        front["task"],
+        resolve_data_path(data),
+        searched.tokenizer,
+        max_seq_length=searched.meta.max_seq_length,
+        squad_split=ft.get("squad_split", "dev-article-split"),
+        doc_stride=ft.get("doc_stride", 128),
+    )
+    pad = searched.tokenizer.pad_token_id or 0
+    scored = {
+        k: evaluate_predictor_scores(m, eval_set, batch_size=32, pad_token_id=pad, progress=False)
+        for k, m in sessions.items()
+    }
+    (ka, (ma, sa)), (kb, (mb, sb)) = scored.items()
+    p_value, test = paired_test(sa, sb)
+    return {
+        "examples": sa.num_examples,
+        "metric": {ka: ma["main"], kb: mb["main"]},
+        "p_value": p_value,
+        "test": test,
+    }
+
+
 def time_run(run: Path, results: dict, rounds: int, threads: int, pick_graph: bool = False) -> dict[str, object]:
     """Per-round timings of teacher fp32, teacher int8 and the pick; ratios per round with their spread."""
     import numpy as np
@@ -138,6 +178,7 @@ def time_run(run: Path, results: dict, rounds: int, threads: int, pick_graph: bo
             "onnx_int8": _rel(graph),
             "select_layers": list(fewer.select_layers or []),
             "max_abs_diff_vs_any_graph": float(max(np.abs(got[k] - ref[k]).max() for k in ref)),
+            "dev": _dev_scores(run, {"any graph": sessions["pick int8"], "pick graph": fewer}),
         }
     per_round = []
     for _ in range(rounds):

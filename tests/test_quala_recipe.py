@@ -387,3 +387,6 @@ def test_timing_of_the_pick_graph(run, tmp_path) -> None:
     form = read_json(run_dir / "search" / "front.json")["gene_form"]
     assert graph["select_layers"] == list(gene_config(row["length_config"], form, 16).selecting_layers())
     assert graph["max_abs_diff_vs_any_graph"] < 1e-3  # the same selections, fewer ops
+    dev = graph["dev"]
+    assert set(dev["metric"]) == {"any graph", "pick graph"} and dev["examples"] > 0
+    assert 0 < dev["p_value"] <= 1 and dev["test"] == "mcnemar"
