@@ -473,6 +473,12 @@ def discover(runs: Path) -> list[tuple[str, str, int, Path, Path]]:
     return found
 
 
+def _compare_job(pair: tuple[str, str, int, Path, Path], **kw: Any) -> dict[str, Any]:
+    """:func:`compare_pair` of one ``(task, variant, seed, lengthdrop run, truncation run)``: one worker job."""
+    task, variant, seed, a, b = pair
+    return compare_pair(SearchedRun.load(a), SearchedRun.load(b), task=task, variant=variant, seed=seed, **kw)
+
+
 def run(
     pairs: Sequence[tuple[str, str, int, Path, Path]],
     *,
@@ -488,29 +494,35 @@ def run(
     command: str = "python benchmarks/lengthdrop_vs_truncation.py",
     allow_pool_mismatch: bool = False,
     trained_on: str | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Compare every pair, write the results file (and the plots unless ``plots`` is None); return the results.
 
     ``trained_on``: where the runs were trained and searched when not on this machine (stated in the results file;
-    its ``machine`` is where dev was scored)."""
+    its ``machine`` is where dev was scored). ``jobs``: pairs compared at once, in separate processes with
+    ``threads // jobs`` threads each (the rows do not depend on it: every pair is scored alone, at the same batch)."""
+    kw = {
+        "budgets": budgets,
+        "runtime": runtime,
+        "data_root": data_root,
+        "max_eval_examples": max_eval_examples,
+        "batch_size": batch_size,
+        "n_boot": n_boot,
+        "allow_pool_mismatch": allow_pool_mismatch,
+    }
+    jobs = max(1, min(jobs, len(pairs)))
+    if jobs == 1:
+        compared = [_compare_job(pair, threads=threads, **kw) for pair in pairs]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_compare_job, pair, threads=max(1, threads // jobs), **kw) for pair in pairs]
+            compared = [f.result() for f in futures]
     done: list[dict[str, Any]] = []
-    for task, variant, seed, a, b in pairs:
+    for (task, variant, seed, a, b), res in zip(pairs, compared):
         ld, tr = SearchedRun.load(a), SearchedRun.load(b)
-        res = compare_pair(
-            ld,
-            tr,
-            task=task,
-            variant=variant,
-            seed=seed,
-            budgets=budgets,
-            runtime=runtime,
-            data_root=data_root,
-            max_eval_examples=max_eval_examples,
-            batch_size=batch_size,
-            n_boot=n_boot,
-            threads=threads,
-            allow_pool_mismatch=allow_pool_mismatch,
-        )
         done.append({**res, "task": task, "variant": variant, "seed": seed, "lengthdrop_run": ld, "truncation_run": tr})
     rows = [r for d in done for r in d["rows"]]
     figures: dict[str, list[str]] = {}
@@ -568,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
+        "--jobs", type=int, default=1, help="pairs compared at once, each with threads/jobs threads (default 1)"
+    )
+    p.add_argument(
         "--allow-pool-mismatch",
         action="store_true",
         help="accept search splits drawn from different pools (a LengthDrop stage capped at max_train_examples "
@@ -604,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             plots=a.plots,
             allow_pool_mismatch=a.allow_pool_mismatch,
             trained_on=a.trained_on,
+            jobs=a.jobs,
             command="python benchmarks/lengthdrop_vs_truncation.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         )

@@ -74,6 +74,17 @@ def test_pairs_give_rows_at_matched_budgets_with_paired_p_values(twin_runs, tmp_
     assert (tmp_path / "plots" / "lengthdrop-vs-truncation-sst2-flops.png").stat().st_size > 0
 
 
+def test_pairs_compared_in_parallel_give_the_same_rows(twin_runs, tmp_path: Path) -> None:
+    """``--jobs``: pairs in worker processes; the rows, in the order of the pairs, are those of one process."""
+    ld, tr = twin_runs
+    pairs = [("sst2", "l3", 42, ld, tr), ("sst2", "l3", 43, tr, ld)]  # two pairs (the second one reversed)
+    kw = {"budgets": 3, "runtime": "int8", "data_root": None, "max_eval_examples": 8, "batch_size": 4, "n_boot": 100}
+    one = lvt.run(pairs, threads=2, results=tmp_path / "one.json", plots=None, **kw)
+    two = lvt.run(pairs, threads=2, results=tmp_path / "two.json", plots=None, jobs=2, **kw)
+    assert [r["seed"] for r in two["rows"]] == [42] * 3 + [43] * 3
+    assert two["rows"] == one["rows"] and two["summary"] == one["summary"]
+
+
 def test_a_model_compared_with_itself_has_equal_metrics_and_p_one(twin_runs) -> None:
     ld, _ = twin_runs
     res = lvt.compare_pair(
