@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "quala-timing",
         "command": "SLIMFORMER_DATA=../shared/data python benchmarks/quala_timing.py"
         + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+        + (f" --threads {args.threads}" if args.threads else "")
         + "".join(f" --run {_rel(r)}" for r in args.run)
         + (" --pick-graph" if args.pick_graph else "")
         + (f" --out {_rel(args.out)}" if args.out else ""),
