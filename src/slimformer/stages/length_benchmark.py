@@ -15,7 +15,8 @@ pinned threads, interleaved (:func:`~slimformer.bench.latency.compare_runtimes`)
 * ``student int8 ..., no LengthDrop (full length)``: the model the ``length`` stage started from;
 * ``QuaLA student int8 ..., length config (...)``: the exported pick, its configuration fed as graph inputs.
 
-``front`` holds every search-front configuration re-scored on the int8 graph (METHODS.md §2(f) pitfall 2) and,
+``front`` holds every search-front configuration re-scored on the int8 graph (METHODS.md §2(f) pitfall 2; when the
+export is a pick graph, ``length_graph: pick``, on an every-layer int8 export of the same model instead) and,
 as "plain truncation", the same configurations on the model without LengthDrop; ``lengthdrop_vs_truncation``
 summarises whether the LengthDrop training dominates; ``rank_correlation_search_dev`` is Spearman's rho between the
 front's search-split and report-split metrics (does the search split rank configurations as dev does?).
