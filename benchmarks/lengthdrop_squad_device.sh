@@ -35,7 +35,10 @@ if [ -n "${SMOKE:-}" ]; then  # a few steps and examples each, to check the scri
   q="search_examples=16 population=2 mutation_size=2 crossover_size=2 iterations=1"
   S="$S $(for k in $q; do printf 'stages.2.search.%s ' $k; done)"; TS="$TS $(for k in $q; do printf 'stages.1.search.%s ' $k; done)"
 fi
-compress() { timeout "$(left)" $PYTHON -m slimformer.cli compress "$@"; }
+compress() {  # stopped at the deadline (timeout 0 would mean no limit)
+  local t; t=$(left); [ "$t" -gt 5 ] || { echo "deadline reached: $*"; return 124; }
+  timeout "$t" $PYTHON -m slimformer.cli compress "$@"
+}
 T=$R/quala-squad-la-full
 log "teacher"
 compress "$R/squad-ft.yaml" seed=42 $F --run-dir $T > "$OUT/teacher.log" 2>&1 || { log "teacher failed"; tail -30 "$OUT/teacher.log"; }

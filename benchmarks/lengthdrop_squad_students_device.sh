@@ -40,7 +40,10 @@ if [ ! -f $TEACHER/model.safetensors ]; then
   mkdir -p $TEACHER && cp -a .dev/teacher_files/. $TEACHER/ && $PYTHON benchmarks/device_transfer.py unpack .dev/teacher $TEACHER || exit 4
 fi
 sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
-compress() { timeout "$(left)" $PYTHON -m slimformer.cli compress "$@"; }
+compress() {  # stopped at the deadline (timeout 0 would mean no limit)
+  local t; t=$(left); [ "$t" -gt 5 ] || { echo "deadline reached: $*"; return 124; }
+  timeout "$t" $PYTHON -m slimformer.cli compress "$@"
+}
 F="stages.0.finetune.threads=1" D="stages.1.distill.threads=1" L="stages.2.length.threads=1"
 S="stages.3.search.threads=1" TS="stages.2.search.threads=1"
 if [ -n "${SMOKE:-}" ]; then  # a few steps and examples each, to check the script itself (in a scratch checkout)
@@ -92,7 +95,7 @@ if [ "$PHASE" = compare ]; then
   if [ ${#pairs[@]} -gt 0 ]; then
     log "dev comparison: $(( ${#pairs[@]} / 6 )) pairs"
     name=lengthdrop-vs-truncation-squad-students-issue-budget
-    timeout "$(left)" $PYTHON benchmarks/lengthdrop_vs_truncation.py "${pairs[@]}" --jobs $(( ${#pairs[@]} / 6 )) ${CMP_SMOKE:-} \
+    [ "$(left)" -gt 30 ] && timeout "$(left)" $PYTHON benchmarks/lengthdrop_vs_truncation.py "${pairs[@]}" --jobs $(( ${#pairs[@]} / 6 )) ${CMP_SMOKE:-} \
       --threads "$(nproc --all)" --out benchmarks/results/$name.json --plots benchmarks/plots/squad-students-issue-budget \
       --trained-on "the lent GPU machine of the device tool (benchmarks/lengthdrop_squad_students_device.sh); weights rounded to fp16 before use (benchmarks/device_transfer.py)" \
       > "$OUT/compare.log" 2>&1 || log "comparison failed or cut"
