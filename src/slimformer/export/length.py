@@ -17,7 +17,8 @@ on ``N``), and a deployment that serves several budgets would need one file per 
 One exception, for speed: ``select_layers`` leaves the selection ops out of the other layers. A layer at which the
 deployed configuration keeps every row entering it (ratio 1, or the previous layer's ratio:
 :meth:`~slimformer.length.LengthConfig.selecting_layers`) selects nothing, yet its ops (significance MatMul,
-``TopK``, ``Sort``, row ``Gather``) cost about 1% of a layer's time each at full length. A graph exported with
+``TopK``, ``Sort``, row ``Gather``) still run: at full length on SQuAD they cost 7% of the int8 graph's time in all
+(docs/results.md, the SQuAD pick graph). A graph exported with
 ``select_layers=config.selecting_layers()`` (export stage ``length_graph: pick``) still takes both inputs and any
 input length, and serves every configuration that drops tokens only at those layers; its metadata
 (``slimformer.length_select_layers``) names them, and :class:`~slimformer.export.length_ort.LengthOrtModel`
