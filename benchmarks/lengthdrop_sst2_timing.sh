@@ -10,17 +10,20 @@
 #   bash benchmarks/lengthdrop_sst2_timing.sh [la-full|l4|l3b ...]
 #   bash benchmarks/lengthdrop_sst2_timing.sh --issue-budget     # la-full of benchmarks/lengthdrop_sst2_full.sh
 #     (runs/issue14-full, the recipe's own budget): benchmarks/results/quala-targets-issue-budget.json
+#   OUT=benchmarks/results/quala-targets-issue-budget-l3b.json bash benchmarks/lengthdrop_sst2_timing.sh --issue-budget l3b
+#     # a student of benchmarks/lengthdrop_sst2_student_full.sh
 #   SEED=43 bash benchmarks/lengthdrop_sst2_timing.sh [...]   # step 1 only, for the seed-43 runs: the second seed of
 #     the same-configuration paired tests in each report (the speed targets are timed on the seed-42 picks)
 # About 8 min per run plus 2 min of timing per run, 2 threads.
 set -euo pipefail
 export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}"
 R=runs/issue14
-OUT=benchmarks/results/quala-targets.json
+OUT_SET="${OUT:-}"
+OUT="${OUT:-benchmarks/results/quala-targets.json}"
 FULL=0
 SEED="${SEED:-42}"
 SFX=$([ "$SEED" = 42 ] && echo "" || echo "-seed$SEED")
-if [ "${1:-}" = --issue-budget ]; then FULL=1 R=runs/issue14-full OUT=benchmarks/results/quala-targets-issue-budget.json; shift; fi
+if [ "${1:-}" = --issue-budget ]; then FULL=1 R=runs/issue14-full OUT="${OUT_SET:-benchmarks/results/quala-targets-issue-budget.json}"; shift; fi
 S() { echo "stages.$1.search.search_examples=1000 stages.$1.search.iterations=4 stages.$1.search.measure_latency=false stages.$1.search.threads=1"; }
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || { [ $FULL = 1 ] && variants=(la-full); } || variants=(la-full l4 l3b)
@@ -30,7 +33,7 @@ for v in "${variants[@]}"; do
   [ -f "$d/search/front.json" ] || { echo "$d: no finished search; skipped"; continue; }
   case "$FULL:$v" in
     1:la-full) o="stages.1.length.threads=1 stages.2.search.threads=1 stages.4.length_benchmark.teacher=$d/finetune" ;;
-    1:*) echo "$v: no issue-budget run of this variant (benchmarks/lengthdrop_sst2_full.sh runs la-full)" >&2; exit 2 ;;
+    1:l4 | 1:l3b) o="stages.1.distill.threads=1 stages.2.length.threads=1 stages.3.search.threads=1" ;;
     0:la-full) o="stages.1.length.max_train_examples=24000 stages.1.length.epochs=1 stages.1.length.threads=1 $(S 2)
                stages.4.length_benchmark.teacher=$d/finetune" ;;
     0:l4 | 0:l3b) o="stages.1.distill.threads=1 stages.2.length.max_train_examples=24000 stages.2.length.epochs=1

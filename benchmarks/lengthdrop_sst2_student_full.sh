@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 14 at the issue's budget, SST-2, variant (b) l4 or (c) l3b (the first argument; default l3b): the recipe
+# unchanged (recipes/quala-sst2-$V.yaml: distillation 32,000 sentences x 2 epochs, the length stage on all 67,349
+# sentences for 2 epochs, the search on 2,000 held-out sentences, 6 iterations), seeds 42 and 43 side by side (one
+# thread each), each up to its search; then each seed's truncation twin with the same search.
+#   bash benchmarks/lengthdrop_sst2_student_full.sh [l3b|l4]
+# The distilled student is the one of benchmarks/lengthdrop_sst2_student_short.sh (its distill stage is the recipe's,
+# with the same `threads=1`, hence the same stage hash): when runs/issue14/quala-sst2-$V[-seed43] holds it, its
+# finetune + distill records are reused here instead of distilling again. The length stage checkpoints every 200
+# steps and resumes when the script is started again. About 90 min (l3b) of length training per seed on one thread
+# of the 2-core VM, two seeds at a time; each search ~10 min.
+# Afterwards: benchmarks/lengthdrop_vs_truncation.py --pair sst2 $V SEED runs/issue14-full/quala-sst2-$V[-seed43]
+# runs/issue14-full/quala-sst2-$V-truncation[-seed43] ... (docs/results.md has the command).
+set -euo pipefail
+V="${1:-l3b}"
+case "$V" in l3b | l4) ;; *) echo "usage: $0 [l3b|l4]" >&2; exit 2 ;; esac
+export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+R=runs/issue14-full
+SHORT=runs/issue14
+mkdir -p "$R"
+. benchmarks/_lib.sh
+upto_search recipes/quala-sst2-$V.yaml "$R/quala-sst2-$V.yaml"
+upto_search recipes/quala-sst2-$V-truncation.yaml "$R/quala-sst2-$V-truncation.yaml"
+D="stages.1.distill.threads=1"
+sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
+# share DONOR's finetune + distill records with the run folder DEST (same stage configs, hence hashes)
+share() {
+  mkdir -p "$2" && ln -sfn ../../sst2-int8/finetune "$2/finetune"
+  [ -f "$1/state.json" ] && [ -d "$1/distill" ] || return 0
+  [ -f "$2/state.json" ] && return 0
+  ln -sfn "$(realpath --relative-to="$2" "$1/distill")" "$2/distill"
+  python - "$1/state.json" "$2/state.json" "$3" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))["stages"][:2]  # finetune + distill
+assert [s["name"] for s in st] == ["finetune", "distill"] and all(s["status"] == "done" for s in st), st
+json.dump({"recipe": sys.argv[3], "stages": st}, open(sys.argv[2], "w"), indent=2)
+PY
+}
+chain() {
+  local seed=$1 ld="$R/quala-sst2-$V$(sfx "$1")" tr="$R/quala-sst2-$V-truncation$(sfx "$1")"
+  share "$SHORT/quala-sst2-$V$(sfx "$seed")" "$ld" "quala-sst2-$V"
+  slimformer compress "$R/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=1 stages.3.search.threads=1 \
+    --run-dir "$ld" > "$ld.log" 2>&1
+  share "$ld" "$tr" "quala-sst2-$V-truncation"
+  slimformer compress "$R/quala-sst2-$V-truncation.yaml" seed="$seed" $D stages.2.search.threads=1 \
+    --run-dir "$tr" > "$tr.log" 2>&1
+}
+chain 42 &
+chain 43 &
+wait
