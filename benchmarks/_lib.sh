@@ -16,3 +16,23 @@ PY
 # upto_search RECIPE OUT: the copy up to and with `search` (the runs time their picks afterwards, on an idle machine,
 # with the full recipe: export + length_benchmark).
 upto_search() { upto_stage "$1" "$2" search; }
+
+# share_records DONOR DEST RECIPE STAGE...: start run folder DEST from DONOR's finished STAGE records (e.g. finetune
+# distill): each STAGE folder is linked, and DEST/state.json gets those records under RECIPE's name, so a recipe with
+# the same stage configs (hence hashes) resumes after them. Does nothing when DEST already has a state.json or DONOR
+# lacks one; fails when a STAGE is missing from DONOR's records or not done.
+share_records() {
+  local donor=$1 dest=$2 recipe=$3 s
+  shift 3
+  [ -f "$donor/state.json" ] || return 0
+  [ -f "$dest/state.json" ] && return 0
+  mkdir -p "$dest"
+  for s in "$@"; do ln -sfn "$(realpath --relative-to="$dest" "$(readlink -f "$donor/$s")")" "$dest/$s"; done
+  "${PYTHON:-python}" - "$donor/state.json" "$dest/state.json" "$recipe" "$@" <<'PY'
+import json, sys
+donor, dest, recipe, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+st = json.load(open(donor))["stages"][: len(names)]
+assert [s["name"] for s in st] == names and all(s["status"] == "done" for s in st), (donor, names, st)
+json.dump({"recipe": recipe, "stages": st}, open(dest, "w"), indent=2)
+PY
+}

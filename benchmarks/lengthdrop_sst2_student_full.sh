@@ -23,25 +23,13 @@ upto_search recipes/quala-sst2-$V.yaml "$R/quala-sst2-$V.yaml"
 upto_search recipes/quala-sst2-$V-truncation.yaml "$R/quala-sst2-$V-truncation.yaml"
 D="stages.1.distill.threads=1"
 sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
-# share DONOR's finetune + distill records with the run folder DEST (same stage configs, hence hashes)
-share() {
-  mkdir -p "$2" && ln -sfn ../../sst2-int8/finetune "$2/finetune"
-  [ -f "$1/state.json" ] && [ -d "$1/distill" ] || return 0
-  [ -f "$2/state.json" ] && return 0
-  ln -sfn "$(realpath --relative-to="$2" "$1/distill")" "$2/distill"
-  python - "$1/state.json" "$2/state.json" "$3" <<'PY'
-import json, sys
-st = json.load(open(sys.argv[1]))["stages"][:2]  # finetune + distill
-assert [s["name"] for s in st] == ["finetune", "distill"] and all(s["status"] == "done" for s in st), st
-json.dump({"recipe": sys.argv[3], "stages": st}, open(sys.argv[2], "w"), indent=2)
-PY
-}
 chain() {
   local seed=$1 ld="$R/quala-sst2-$V$(sfx "$1")" tr="$R/quala-sst2-$V-truncation$(sfx "$1")"
-  share "$SHORT/quala-sst2-$V$(sfx "$seed")" "$ld" "quala-sst2-$V"
+  mkdir -p "$ld" && ln -sfn ../../sst2-int8/finetune "$ld/finetune"
+  share_records "$SHORT/quala-sst2-$V$(sfx "$seed")" "$ld" "quala-sst2-$V" finetune distill
   slimformer compress "$R/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=1 stages.3.search.threads=1 \
     --run-dir "$ld" > "$ld.log" 2>&1
-  share "$ld" "$tr" "quala-sst2-$V-truncation"
+  share_records "$ld" "$tr" "quala-sst2-$V-truncation" finetune distill
   slimformer compress "$R/quala-sst2-$V-truncation.yaml" seed="$seed" $D stages.2.search.threads=1 \
     --run-dir "$tr" > "$tr.log" 2>&1
 }
