@@ -56,13 +56,7 @@ fi
 round() { [ -f "$1/.rounded" ] || { $PYTHON benchmarks/device_transfer.py round "$1" > /dev/null && touch "$1/.rounded"; }; }
 twin() {  # variant seed: the truncation twin searches the LengthDrop run's student (shared finetune + distill records)
   local v=$1 seed=$2 ld=$R/quala-squad-$1$(sfx $2) tr=$R/quala-squad-$1-truncation$(sfx $2)
-  mkdir -p $tr && ln -sfn ../quala-squad-la-full/finetune $tr/finetune && ln -sfn ../$(basename $ld)/distill $tr/distill
-  [ -f $tr/state.json ] || $PYTHON - $ld/state.json $tr/state.json quala-squad-$v-truncation <<'PY'
-import json, sys
-st = json.load(open(sys.argv[1]))["stages"][:2]  # finetune + distill: the same configs, hence hashes, in the twin
-assert [s["name"] for s in st] == ["finetune", "distill"], st
-json.dump({"recipe": sys.argv[3], "stages": st}, open(sys.argv[2], "w"), indent=2)
-PY
+  share_records $ld $tr quala-squad-$v-truncation finetune distill  # the same configs, hence hashes, in the twin
   compress $R/quala-squad-$v-truncation.yaml seed=$seed $F $D $TS --run-dir $tr
 }
 pipeline() {  # variant seed: distill, round, (twin), length, round, search

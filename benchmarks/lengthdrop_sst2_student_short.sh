@@ -34,13 +34,7 @@ done
 wait
 for seed in 42 43; do
   ld="$R/quala-sst2-$V$(sfx $seed)" tr="$R/quala-sst2-$V-truncation$(sfx $seed)"
-  mkdir -p "$tr" && ln -sfn ../../sst2-int8/finetune "$tr/finetune" && ln -sfn "../$(basename "$ld")/distill" "$tr/distill"
-  python - "$ld/state.json" "$tr/state.json" "quala-sst2-$V-truncation" <<'PY'
-import json, sys
-st = json.load(open(sys.argv[1]))["stages"][:2]  # finetune + distill: the same configs, hence hashes, in the twin
-assert [s["name"] for s in st] == ["finetune", "distill"], st
-json.dump({"recipe": sys.argv[3], "stages": st}, open(sys.argv[2], "w"), indent=2)
-PY
+  share_records "$ld" "$tr" "quala-sst2-$V-truncation" finetune distill  # the same configs, hence hashes, in the twin
   # shellcheck disable=SC2046
   slimformer compress "$R/quala-sst2-$V-truncation.yaml" seed=$seed $D $(S 2) --run-dir "$tr" > "$tr.log" 2>&1 &
 done
