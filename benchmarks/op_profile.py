@@ -115,7 +115,7 @@ def profile_run(run: Path, reps: int, warmup: int, threads: int) -> dict[str, An
     """Profile one run folder's teacher int8 and pick int8 graphs (see the module notes)."""
     import tempfile
 
-    from quala_timing import _artefacts
+    from quala_timing import _artefacts, _rel
 
     from slimformer.checkpoint import load_model
     from slimformer.export.length import length_feeds
@@ -151,10 +151,10 @@ def profile_run(run: Path, reps: int, warmup: int, threads: int) -> dict[str, An
     flops = {"teacher": by_name["teacher int8 dynamic PTQ (ORT)"]["flops"], "pick": pick_row["flops"]}
     t_total, p_total = sum(out["teacher"].values()), sum(out["pick"].values())
     return {
-        "run_dir": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+        "run_dir": _rel(run),
+        "length_config": list(a["gene"]),
         "task": a["task"],
         "seq_len": a["seq_len"],
-        "length_config": list(a["gene"]),
         "reps": reps,
         "flops": flops,
         "flops_ratio": round(flops["teacher"] / flops["pick"], 2),
@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.io import atomic_write_json
 
     runs = [profile_run(r.resolve(), args.reps, args.warmup, args.threads) for r in args.run]
-    rel = [str(r.resolve().relative_to(ROOT)) if r.resolve().is_relative_to(ROOT) else str(r) for r in args.run]
+    from quala_timing import _rel
+
+    rel = [_rel(r) for r in args.run]
     rows = [
         {
             "run": Path(r["run_dir"]).name,
@@ -216,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "SLIMFORMER_DATA=../shared/data python benchmarks/op_profile.py"
         + "".join(f" --run {r}" for r in rel)
         + (f" --reps {args.reps}" if args.reps != 8 else "")
+        + (f" --warmup {args.warmup}" if args.warmup != 2 else "")
         + (f" --threads {args.threads}" if args.threads != 1 else "")
-        + f" --out {args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out}",
+        + f" --out {_rel(args.out)}",
         "machine": machine_info(args.threads),
         "task": ", ".join(dict.fromkeys(r["task"] for r in runs)),
         "metric": "ms per batch",
