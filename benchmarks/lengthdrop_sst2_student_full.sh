@@ -3,7 +3,7 @@
 # unchanged (recipes/quala-sst2-$V.yaml: distillation 32,000 sentences x 2 epochs, the length stage on all 67,349
 # sentences for 2 epochs, the search on 2,000 held-out sentences, 6 iterations), seeds 42 and 43 side by side (one
 # thread each), each up to its search; then each seed's truncation twin with the same search.
-#   bash benchmarks/lengthdrop_sst2_student_full.sh [l3b|l4]
+#   bash benchmarks/lengthdrop_sst2_student_full.sh [l3b|l4] [train]
 #   BOUND=0.4 bash benchmarks/lengthdrop_sst2_student_full.sh l3b   # the length stage's length_drop_ratio_bound and
 #     both searches' length_drop_ratio set to BOUND (the recipe: 0.3), so smaller configurations are trained and
 #     searchable; run folders runs/issue14-full/quala-sst2-$V[-truncation]-train04[-seed43]
@@ -12,11 +12,19 @@
 # finetune + distill records are reused here instead of distilling again. The length stage checkpoints every 200
 # steps and resumes when the script is started again. About 90 min (l3b) of length training per seed on one thread
 # of the 2-core VM, two seeds at a time; each search ~10 min.
-# Afterwards: benchmarks/lengthdrop_vs_truncation.py --pair sst2 $V SEED runs/issue14-full/quala-sst2-$V[-seed43]
-# runs/issue14-full/quala-sst2-$V-truncation[-seed43] ... (docs/results.md has the command).
+# Afterwards, on an idle machine (2 threads; ~25 min):
+#   bash benchmarks/lengthdrop_sst2_student_full.sh l4 compare   # (with the same BOUND= when it trained with one)
+#   1. every finished issue-budget SST-2 pair under runs/issue14-full (la-full, l3b, l4; seeds 42, 43; and this
+#      run's BOUND folders, as variant $V-train04) compared at matched budgets, int8, McNemar:
+#      benchmarks/results/lengthdrop-vs-truncation-issue-budget.json (-train04: ...-issue-budget-train04.json);
+#   2. this variant's learning curves: learning-curves-sst2-$V[-train04]-issue-budget.json;
+#   3. both seeds at two configurations below the bound-0.3 cost floor (the 4.5x-FLOPs region) and the front's,
+#      LengthDrop vs truncation, PyTorch fp32: speed-probe-sst2-$V[-train04]-issue-budget.json;
+#   4. the seed-42 pick's export + length_benchmark (the recipe's last stages) and 10 interleaved timing rounds
+#      against the teachers: quala-targets-issue-budget-$V[-train04].json.
 set -euo pipefail
-V="${1:-l3b}"
-case "$V" in l3b | l4) ;; *) echo "usage: $0 [l3b|l4]" >&2; exit 2 ;; esac
+V="${1:-l3b}" PHASE="${2:-train}"
+case "$V:$PHASE" in l3b:train | l4:train | l3b:compare | l4:compare) ;; *) echo "usage: $0 [l3b|l4] [train|compare]" >&2; exit 2 ;; esac
 export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 R=runs/issue14-full
 SHORT=runs/issue14
@@ -32,6 +40,26 @@ upto_search recipes/quala-sst2-$V.yaml "$R/quala-sst2-$V.yaml"
 upto_search recipes/quala-sst2-$V-truncation.yaml "$R/quala-sst2-$V-truncation.yaml"
 D="stages.1.distill.threads=1"
 sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
+if [ "$PHASE" = compare ]; then
+  export OMP_NUM_THREADS=2
+  P=() VS=(la-full l3b l4) OUTB=benchmarks/results/lengthdrop-vs-truncation-issue-budget.json PL=benchmarks/plots/issue-budget
+  if [ -n "$B" ]; then VS=("$V$B") OUTB="${OUTB%.json}$B.json" PL="$PL$B"; fi
+  for v in "${VS[@]}"; do for seed in 42 43; do
+    ld="$R/quala-sst2-${v%"$B"}$B$(sfx $seed)" tr="$R/quala-sst2-${v%"$B"}-truncation$B$(sfx $seed)"
+    [ -f "$ld/search/front.json" ] && [ -f "$tr/search/front.json" ] && P+=(--pair sst2 "$v" "$seed" "$ld" "$tr")
+  done; done
+  python benchmarks/lengthdrop_vs_truncation.py "${P[@]}" --threads 2 --jobs 2 --out "$OUTB" --plots "$PL"
+  ld="$R/quala-sst2-$V$B" tr="$R/quala-sst2-$V-truncation$B"
+  python benchmarks/learning_curves.py --run "$ld" --run "$ld-seed43" --name "learning-curves-sst2-$V$B-issue-budget"
+  case "$V" in l3b) C=(--config 80,40,10 --config 64,48,24) ;; l4) C=(--config 72,40,20,8 --config 96,48,24,8) ;; esac
+  python benchmarks/same_config.py --reference truncation --run 42 lengthdrop "$ld" --run 42 truncation "$tr" \
+    --run 43 lengthdrop "$ld-seed43" --run 43 truncation "$tr-seed43" --max-configs 1 "${C[@]}" --threads 2 \
+    --name "speed-probe-sst2-$V$B-issue-budget"
+  slimformer compress "recipes/quala-sst2-$V.yaml" seed=42 $D stages.2.length.threads=1 stages.3.search.threads=1 \
+    $LB $SB --run-dir "$ld" --rerun-from length_benchmark
+  python benchmarks/quala_timing.py --run "$ld" --out "benchmarks/results/quala-targets-issue-budget-$V$B.json"
+  exit 0
+fi
 chain() {
   local seed=$1 ld="$R/quala-sst2-$V$B$(sfx "$1")" tr="$R/quala-sst2-$V-truncation$B$(sfx "$1")"
   mkdir -p "$ld" && ln -sfn ../../sst2-int8/finetune "$ld/finetune"
