@@ -117,7 +117,6 @@ def profile_run(run: Path, reps: int, warmup: int, threads: int) -> dict[str, An
 
     from quala_timing import _artefacts, _rel
 
-    from slimformer.checkpoint import load_model
     from slimformer.export.length import length_feeds
     from slimformer.export.length_ort import full_length_batch
     from slimformer.io import read_json
@@ -127,8 +126,8 @@ def profile_run(run: Path, reps: int, warmup: int, threads: int) -> dict[str, An
         raise SystemExit(f"{run}: no finished length_benchmark stage (run the recipe's export and length_benchmark)")
     report = read_json(state["length_benchmark"]["report_json"])
     a = _artefacts(run, report)
-    teacher = load_model(a["teacher"]).model
-    batch = full_length_batch(teacher.config.vocab_size, a["seq_len"], 32)
+    vocab_size = int(read_json(Path(a["teacher"]) / "config.json")["vocab_size"])  # the batch only: no weights read
+    batch = full_length_batch(vocab_size, a["seq_len"], 32)
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {
@@ -169,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, action="append", required=True, help="a run folder (repeatable)")
     parser.add_argument("--reps", type=int, default=8, help="profiled runs per graph (default 8)")
-    parser.add_argument("--warmup", type=int, default=2, help="unprofiled runs per graph first (default 2)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="warm-up runs per graph, left out of the profile (default 2)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "op-profile.json")
     args = parser.parse_args(argv)
