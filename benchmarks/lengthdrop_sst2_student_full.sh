@@ -12,7 +12,7 @@
 # finetune + distill records are reused here instead of distilling again. The length stage checkpoints every 200
 # steps and resumes when the script is started again. About 90 min (l3b) of length training per seed on one thread
 # of the 2-core VM, two seeds at a time; each search ~10 min.
-# Afterwards, on an idle machine (2 threads; ~25 min):
+# Afterwards, on an idle machine (2 threads; ~5 min for l4):
 #   bash benchmarks/lengthdrop_sst2_student_full.sh l4 compare   # (with the same BOUND= when it trained with one)
 #   1. every finished issue-budget SST-2 pair under runs/issue14-full (la-full, l3b, l4; seeds 42, 43; and this
 #      run's BOUND folders, as variant $V-train04) compared at matched budgets, int8, McNemar:
