@@ -4,9 +4,11 @@
 # sentences for 2 epochs, the search on 2,000 held-out sentences, 6 iterations), seeds 42 and 43 side by side (one
 # thread each), each up to its search; then each seed's truncation twin with the same search.
 #   bash benchmarks/lengthdrop_sst2_student_full.sh [l3b|l4] [train]
-#   BOUND=0.4 bash benchmarks/lengthdrop_sst2_student_full.sh l3b   # the length stage's length_drop_ratio_bound and
+#   BOUND=0.5 bash benchmarks/lengthdrop_sst2_student_full.sh l3b   # the length stage's length_drop_ratio_bound and
 #     both searches' length_drop_ratio set to BOUND (the recipe: 0.3), so smaller configurations are trained and
-#     searchable; run folders runs/issue14-full/quala-sst2-$V[-truncation]-train04[-seed43]
+#     searchable; run folders runs/issue14-full/quala-sst2-$V[-truncation]-train05[-seed43]. The searchable floor of
+#     l3b (each layer keeps 1 - BOUND of the previous one's tokens): 0.84e9 FLOPs at 0.3, 0.69e9 at 0.4, 0.56e9 at
+#     0.5 (the teacher: 2.87e9; the 4.5x target needs <= 0.64e9)
 # The distilled student is the one of benchmarks/lengthdrop_sst2_student_short.sh (its distill stage is the recipe's,
 # with the same `threads=1`, hence the same stage hash): when runs/issue14/quala-sst2-$V[-seed43] holds it, its
 # finetune + distill records are reused here instead of distilling again. The length stage checkpoints every 200
@@ -15,13 +17,13 @@
 # Afterwards, on an idle machine (2 threads; ~5 min for l4):
 #   bash benchmarks/lengthdrop_sst2_student_full.sh l4 compare   # (with the same BOUND= when it trained with one)
 #   1. every finished issue-budget SST-2 pair under runs/issue14-full (la-full, l3b, l4; seeds 42, 43; and this
-#      run's BOUND folders, as variant $V-train04) compared at matched budgets, int8, McNemar:
-#      benchmarks/results/lengthdrop-vs-truncation-issue-budget.json (-train04: ...-issue-budget-train04.json);
-#   2. this variant's learning curves: learning-curves-sst2-$V[-train04]-issue-budget.json;
+#      run's BOUND folders, as variant $V-train05 for BOUND=0.5) compared at matched budgets, int8, McNemar:
+#      benchmarks/results/lengthdrop-vs-truncation-issue-budget.json (-train05: ...-issue-budget-train05.json);
+#   2. this variant's learning curves: learning-curves-sst2-$V[-train05]-issue-budget.json;
 #   3. both seeds at two configurations below the bound-0.3 cost floor (the 4.5x-FLOPs region) and the front's,
-#      LengthDrop vs truncation, PyTorch fp32: speed-probe-sst2-$V[-train04]-issue-budget.json;
+#      LengthDrop vs truncation, PyTorch fp32: speed-probe-sst2-$V[-train05]-issue-budget.json;
 #   4. the seed-42 pick's export + length_benchmark (the recipe's last stages) and 10 interleaved timing rounds
-#      against the teachers: quala-targets-issue-budget-$V[-train04].json.
+#      against the teachers: quala-targets-issue-budget-$V[-train05].json.
 set -euo pipefail
 V="${1:-l3b}" PHASE="${2:-train}"
 case "$V:$PHASE" in l3b:train | l4:train | l3b:compare | l4:compare) ;; *) echo "usage: $0 [l3b|l4] [train|compare]" >&2; exit 2 ;; esac
