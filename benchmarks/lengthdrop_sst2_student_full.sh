@@ -23,7 +23,7 @@
 #   3. both seeds at two configurations below the bound-0.3 cost floor (the 4.5x-FLOPs region) and the front's,
 #      LengthDrop vs truncation, PyTorch fp32: speed-probe-sst2-$V[-train05]-issue-budget.json;
 #   4. the seed-42 pick's export + length_benchmark (the recipe's last stages) and 10 interleaved timing rounds
-#      against the teachers: quala-targets-issue-budget-$V[-train05].json.
+#      against the teachers, the pick graph (length_graph: pick) beside it: quala-targets-issue-budget-$V[-train05].json.
 set -euo pipefail
 V="${1:-l3b}" PHASE="${2:-train}"
 case "$V:$PHASE" in l3b:train | l4:train | l3b:compare | l4:compare) ;; *) echo "usage: $0 [l3b|l4] [train|compare]" >&2; exit 2 ;; esac
@@ -59,7 +59,7 @@ if [ "$PHASE" = compare ]; then
     --name "speed-probe-sst2-$V$B-issue-budget"
   slimformer compress "recipes/quala-sst2-$V.yaml" seed=42 $D stages.2.length.threads=1 stages.3.search.threads=1 \
     $LB $SB --run-dir "$ld" --rerun-from length_benchmark
-  python benchmarks/quala_timing.py --run "$ld" --out "benchmarks/results/quala-targets-issue-budget-$V$B.json"
+  python benchmarks/quala_timing.py --run "$ld" --pick-graph --out "benchmarks/results/quala-targets-issue-budget-$V$B.json"
   exit 0
 fi
 chain() {

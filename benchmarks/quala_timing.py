@@ -221,7 +221,12 @@ TARGETS = {"sst2": (4.5, 14.0, 1.0), "squad": (1.5, 8.0, 1.0)}
 
 
 def targets(row: dict, report: dict) -> dict[str, object]:
-    """The pick's dev metric against the fp32 teacher's (points) and whether the median ratios meet the targets."""
+    """The pick's dev metric against the fp32 teacher's (points) and whether the median ratios meet the targets.
+
+    With a timed pick graph (``row["pick_graph"]``, ``--pick-graph``), the same judgement for it too: its own dev
+    metric (scored by :func:`_dev_scores`) and its ``pick graph bs32 vs ...`` ratios, under ``pick_graph_loss_points``
+    and ``pick_graph_met``: the graph a user would deploy when it is the faster one.
+    """
     by_name = {r["name"]: r for r in report["rows"]}
     teacher = by_name["teacher fp32"]["metric_value"]
     pick = next(r for r in report["rows"] if r["name"].startswith("QuaLA student"))["metric_value"]
@@ -237,6 +242,15 @@ def targets(row: dict, report: dict) -> dict[str, object]:
             "bs32_vs_teacher_fp32": r["bs32 vs teacher fp32"]["median"] >= vs_fp32,
             "loss": loss <= max_loss,
         }
+        graph = row.get("pick_graph")
+        if graph and "pick graph bs32 vs teacher int8" in r:
+            pg_loss = round((teacher - graph["dev"]["metric"]["pick graph"]) * scale, 2)
+            out["pick_graph_loss_points"] = pg_loss
+            out["pick_graph_met"] = {
+                "bs32_vs_teacher_int8": r["pick graph bs32 vs teacher int8"]["median"] >= vs_int8,
+                "bs32_vs_teacher_fp32": r["pick graph bs32 vs teacher fp32"]["median"] >= vs_fp32,
+                "loss": pg_loss <= max_loss,
+            }
     return out
 
 
@@ -278,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         report = read_json(state["length_benchmark"]["report_json"])
         row = {"results": run.name, **time_run(run, report, args.rounds, threads, args.pick_graph)}
         row.update(targets(row, report))
-        print(run.name, row["ratios"], {k: row[k] for k in ("loss_points", "met") if k in row})
+        keys = ("loss_points", "met", "pick_graph_loss_points", "pick_graph_met")
+        print(run.name, row["ratios"], {k: row[k] for k in keys if k in row})
         rows.append(row)
     for name in [] if args.run else args.names or list(RUNS):
         run = ROOT / RUNS[name]
@@ -299,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({r['throughput_bs32']['teacher int8']['min']:.0f}-{r['throughput_bs32']['teacher int8']['max']:.0f})",
             **({"loss (points)": f"{r['loss_points']:.2f}"} if "loss_points" in r else {}),
             **({"targets met": ", ".join(k for k, v in r["met"].items() if v) or "none"} if "met" in r else {}),
+            **(
+                {"pick graph targets met": ", ".join(k for k, v in r["pick_graph_met"].items() if v) or "none"}
+                if "pick_graph_met" in r
+                else {}
+            ),
         }
         for r in rows
     ]

@@ -298,6 +298,12 @@ def test_speed_targets_against_hand_computed_cases() -> None:
     got = targets({"ratios": ratios}, report)
     assert got["loss_points"] == 1.3  # accuracy is a fraction: 1.3 points
     assert got["met"]["loss"] is False and got["targets"]["bs32_vs_teacher_int8"] == 4.5
+    assert "pick_graph_met" not in got  # no pick graph timed
+    ratios |= {"pick graph bs32 vs teacher int8": {"median": 4.6}, "pick graph bs32 vs teacher fp32": {"median": 13.9}}
+    graph = {"dev": {"metric": {"any graph": 0.876, "pick graph": 0.880}}}
+    got = targets({"ratios": ratios, "pick_graph": graph}, report)
+    assert got["pick_graph_loss_points"] == 0.9 and got["loss_points"] == 1.3  # its own dev metric
+    assert got["pick_graph_met"] == {"bs32_vs_teacher_int8": True, "bs32_vs_teacher_fp32": False, "loss": True}
 
 
 def test_pipeline_without_a_length_stage_searches_the_distilled_student(run, tmp_path) -> None:
@@ -390,3 +396,4 @@ def test_timing_of_the_pick_graph(run, tmp_path) -> None:
     dev = graph["dev"]
     assert set(dev["metric"]) == {"any graph", "pick graph"} and dev["examples"] > 0
     assert 0 < dev["p_value"] <= 1 and dev["test"] == "mcnemar"
+    assert set(row["pick_graph_met"]) == set(row["met"]) and "pick graph targets met" in read_json(out)["rows"][0]
