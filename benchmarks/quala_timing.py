@@ -236,21 +236,20 @@ def targets(row: dict, report: dict) -> dict[str, object]:
     if report["task"] in TARGETS:
         vs_int8, vs_fp32, max_loss = TARGETS[report["task"]]
         r = row["ratios"]
+
+        def met(prefix: str, points: float) -> dict[str, bool]:
+            return {
+                "bs32_vs_teacher_int8": r[f"{prefix}bs32 vs teacher int8"]["median"] >= vs_int8,
+                "bs32_vs_teacher_fp32": r[f"{prefix}bs32 vs teacher fp32"]["median"] >= vs_fp32,
+                "loss": points <= max_loss,
+            }
+
         out["targets"] = {"bs32_vs_teacher_int8": vs_int8, "bs32_vs_teacher_fp32": vs_fp32, "max_loss_points": max_loss}
-        out["met"] = {
-            "bs32_vs_teacher_int8": r["bs32 vs teacher int8"]["median"] >= vs_int8,
-            "bs32_vs_teacher_fp32": r["bs32 vs teacher fp32"]["median"] >= vs_fp32,
-            "loss": loss <= max_loss,
-        }
+        out["met"] = met("", loss)
         graph = row.get("pick_graph")
         if graph and "pick graph bs32 vs teacher int8" in r:
-            pg_loss = round((teacher - graph["dev"]["metric"]["pick graph"]) * scale, 2)
-            out["pick_graph_loss_points"] = pg_loss
-            out["pick_graph_met"] = {
-                "bs32_vs_teacher_int8": r["pick graph bs32 vs teacher int8"]["median"] >= vs_int8,
-                "bs32_vs_teacher_fp32": r["pick graph bs32 vs teacher fp32"]["median"] >= vs_fp32,
-                "loss": pg_loss <= max_loss,
-            }
+            out["pick_graph_loss_points"] = round((teacher - graph["dev"]["metric"]["pick graph"]) * scale, 2)
+            out["pick_graph_met"] = met("pick graph ", out["pick_graph_loss_points"])
     return out
 
 
