@@ -24,13 +24,22 @@
 #      LengthDrop vs truncation, PyTorch fp32: speed-probe-sst2-$V[-train05]-issue-budget.json;
 #   4. the seed-42 pick's export + length_benchmark (the recipe's last stages) and 10 interleaved timing rounds
 #      against the teachers, the pick graph (length_graph: pick) beside it: quala-targets-issue-budget-$V[-train05].json.
+# THREADS=2 (default 1) trains and searches each run on that many threads (part of the stage hashes: give compare the
+# same THREADS); with one seed on the 2-core VM, 2 threads is the faster choice.
+# SEEDS="44" (default "42 43") trains and compares other seeds, e.g. a third one after the first two:
+#   BOUND=0.5 SEEDS=44 bash benchmarks/lengthdrop_sst2_student_full.sh l3b [compare]
+# With SEEDS other than "42 43", compare writes only those seeds' rows, to files named with -seeds<S> (1.-3.), and
+# times every seed's pick: quala-targets-issue-budget-$V[-train05]-seed<S>.json (4.).
 set -euo pipefail
 V="${1:-l3b}" PHASE="${2:-train}"
 case "$V:$PHASE" in l3b:train | l4:train | l3b:compare | l4:compare) ;; *) echo "usage: $0 [l3b|l4] [train|compare]" >&2; exit 2 ;; esac
 export SLIMFORMER_DATA="${SLIMFORMER_DATA:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 R=runs/issue14-full
 SHORT=runs/issue14
-BOUND="${BOUND:-}" B="" LB="" SB="" TB=""
+BOUND="${BOUND:-}" B="" LB="" SB="" TB="" SEEDS="${SEEDS:-42 43}" T="${THREADS:-1}"
+case "$T" in [1-9]) ;; *) echo "THREADS=$T: expected a thread count such as 2" >&2; exit 2 ;; esac
+[ "$T" = 1 ] || export OMP_NUM_THREADS="$T"
+for s in $SEEDS; do case "$s" in [0-9] | [1-9][0-9] | [1-9][0-9][0-9]) ;; *) echo "SEEDS=$SEEDS: expected seeds such as \"42 43\"" >&2; exit 2 ;; esac; done
 if [ -n "$BOUND" ]; then
   case "$BOUND" in 0.[1-9] | 0.[1-9][0-9]) ;; *) echo "BOUND=$BOUND: expected a ratio in (0, 1), e.g. 0.4" >&2; exit 2 ;; esac
   B="-train${BOUND/./}" LB="stages.2.length.length_drop_ratio_bound=$BOUND"
@@ -40,38 +49,48 @@ mkdir -p "$R"
 . benchmarks/_lib.sh
 upto_search recipes/quala-sst2-$V.yaml "$R/quala-sst2-$V.yaml"
 upto_search recipes/quala-sst2-$V-truncation.yaml "$R/quala-sst2-$V-truncation.yaml"
-D="stages.1.distill.threads=1"
+D="stages.1.distill.threads=$T"
 sfx() { [ "$1" = 42 ] && echo "" || echo "-seed$1"; }
 if [ "$PHASE" = compare ]; then
   export OMP_NUM_THREADS=2
   P=() VS=(la-full l3b l4) OUTB=benchmarks/results/lengthdrop-vs-truncation-issue-budget.json PL=benchmarks/plots/issue-budget
   if [ -n "$B" ]; then VS=("$V$B") OUTB="${OUTB%.json}$B.json" PL="$PL$B"; fi
-  for v in "${VS[@]}"; do for seed in 42 43; do
+  X=""  # the default seeds: the files of the first runs; other seeds: their own files
+  if [ "$SEEDS" != "42 43" ]; then X="-seeds${SEEDS// /-}" VS=("$V$B") OUTB="${OUTB%.json}$X.json" PL="$PL$X"; fi
+  for v in "${VS[@]}"; do for seed in $SEEDS; do
     ld="$R/quala-sst2-${v%"$B"}$B$(sfx $seed)" tr="$R/quala-sst2-${v%"$B"}-truncation$B$(sfx $seed)"
     [ -f "$ld/search/front.json" ] && [ -f "$tr/search/front.json" ] && P+=(--pair sst2 "$v" "$seed" "$ld" "$tr")
   done; done
   python benchmarks/lengthdrop_vs_truncation.py "${P[@]}" --threads 2 --jobs 2 --out "$OUTB" --plots "$PL"
   ld="$R/quala-sst2-$V$B" tr="$R/quala-sst2-$V-truncation$B"
-  python benchmarks/learning_curves.py --run "$ld" --run "$ld-seed43" --name "learning-curves-sst2-$V$B-issue-budget"
+  LC=() SC=()
+  for seed in $SEEDS; do
+    LC+=(--run "$ld$(sfx "$seed")")
+    SC+=(--run "$seed" lengthdrop "$ld$(sfx "$seed")" --run "$seed" truncation "$tr$(sfx "$seed")")
+  done
+  python benchmarks/learning_curves.py "${LC[@]}" --name "learning-curves-sst2-$V$B-issue-budget$X"
   case "$V" in l3b) C=(--config 80,40,10 --config 64,48,24) ;; l4) C=(--config 72,40,20,8 --config 96,48,24,8) ;; esac
-  python benchmarks/same_config.py --reference truncation --run 42 lengthdrop "$ld" --run 42 truncation "$tr" \
-    --run 43 lengthdrop "$ld-seed43" --run 43 truncation "$tr-seed43" --max-configs 1 "${C[@]}" --threads 2 \
-    --name "speed-probe-sst2-$V$B-issue-budget"
-  slimformer compress "recipes/quala-sst2-$V.yaml" seed=42 $D stages.2.length.threads=1 stages.3.search.threads=1 \
-    $LB $SB --run-dir "$ld" --rerun-from length_benchmark
-  python benchmarks/quala_timing.py --run "$ld" --pick-graph --out "benchmarks/results/quala-targets-issue-budget-$V$B.json"
+  python benchmarks/same_config.py --reference truncation "${SC[@]}" --max-configs 1 "${C[@]}" --threads 2 \
+    --name "speed-probe-sst2-$V$B-issue-budget$X"
+  TS=42  # the default seeds: seed 42's pick is timed (seed 43's was timed by hand, see docs/results.md)
+  [ -z "$X" ] || TS="$SEEDS"
+  for seed in $TS; do
+    slimformer compress "recipes/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=$T stages.3.search.threads=$T \
+      $LB $SB --run-dir "$ld$(sfx "$seed")" --rerun-from length_benchmark
+    python benchmarks/quala_timing.py --run "$ld$(sfx "$seed")" --pick-graph \
+      --out "benchmarks/results/quala-targets-issue-budget-$V$B$(sfx "$seed").json"
+  done
   exit 0
 fi
 chain() {
   local seed=$1 ld="$R/quala-sst2-$V$B$(sfx "$1")" tr="$R/quala-sst2-$V-truncation$B$(sfx "$1")"
   mkdir -p "$ld" && ln -sfn ../../sst2-int8/finetune "$ld/finetune"
   share_records "$SHORT/quala-sst2-$V$(sfx "$seed")" "$ld" "quala-sst2-$V" finetune distill
-  slimformer compress "$R/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=1 stages.3.search.threads=1 $LB $SB \
+  slimformer compress "$R/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=$T stages.3.search.threads=$T $LB $SB \
     --run-dir "$ld" > "$ld.log" 2>&1
   share_records "$ld" "$tr" "quala-sst2-$V-truncation" finetune distill
-  slimformer compress "$R/quala-sst2-$V-truncation.yaml" seed="$seed" $D stages.2.search.threads=1 $TB \
+  slimformer compress "$R/quala-sst2-$V-truncation.yaml" seed="$seed" $D stages.2.search.threads=$T $TB \
     --run-dir "$tr" > "$tr.log" 2>&1
 }
-chain 42 &
-chain 43 &
+for s in $SEEDS; do chain "$s" & done
 wait
