@@ -26,6 +26,9 @@
 #      against the teachers, the pick graph (length_graph: pick) beside it: quala-targets-issue-budget-$V[-train05].json.
 # THREADS=2 (default 1) trains and searches each run on that many threads (part of the stage hashes: give compare the
 # same THREADS); with one seed on the 2-core VM, 2 threads is the faster choice.
+# HOLDOUT=2000 trains the length stage on every sentence but the 2,000 its search will score (length.hold_out: the
+# search split held out from the student too, not only from distillation; run folders and results names get -ho).
+# The truncation twin's search draws the same 2,000 (the same seed and pool), so the pairs stay matched.
 # SEEDS="44" (default "42 43") trains and compares other seeds, e.g. a third one after the first two:
 #   BOUND=0.5 SEEDS=44 bash benchmarks/lengthdrop_sst2_student_full.sh l3b [compare]
 # With SEEDS other than "42 43", compare writes only those seeds' rows, to files named with -seeds<S> (1.-3.), and
@@ -44,6 +47,11 @@ if [ -n "$BOUND" ]; then
   case "$BOUND" in 0.[1-9] | 0.[1-9][0-9]) ;; *) echo "BOUND=$BOUND: expected a ratio in (0, 1), e.g. 0.4" >&2; exit 2 ;; esac
   B="-train${BOUND/./}" LB="stages.2.length.length_drop_ratio_bound=$BOUND"
   SB="stages.3.search.length_drop_ratio=$BOUND" TB="stages.2.search.length_drop_ratio=$BOUND"
+fi
+HOLDOUT="${HOLDOUT:-}"
+if [ -n "$HOLDOUT" ]; then
+  case "$HOLDOUT" in [1-9][0-9]*) ;; *) echo "HOLDOUT=$HOLDOUT: expected a number of sentences, e.g. 2000" >&2; exit 2 ;; esac
+  B="$B-ho" LB="$LB stages.2.length.hold_out=$HOLDOUT"
 fi
 mkdir -p "$R"
 . benchmarks/_lib.sh

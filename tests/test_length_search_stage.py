@@ -10,7 +10,7 @@ import pytest
 from conftest import write_sst2
 from quala_helpers import sst2_rows
 from slimformer.errors import ConfigError
-from slimformer.length.search_split import load_search_split, seen_by_training
+from slimformer.length.search_split import load_search_split, search_split_indices, seen_by_training
 from slimformer.length.selection import check_budget, pick
 from slimformer.recipe import parse_recipe
 from slimformer.stages import training_stages
@@ -65,6 +65,62 @@ def test_search_split_is_disjoint_from_every_capped_training_sample(tmp_path, ti
             seed=0,
             max_seq_length=16,
         )
+
+
+def test_a_stage_that_holds_the_search_split_out_leaves_the_search_exactly_those_examples(
+    tmp_path, tiny_tokenizer
+) -> None:
+    """``length``'s ``hold_out``: drawn before training as the search draws it; the search then lands on it."""
+    from slimformer.tasks.data import load_train_features
+
+    rows = [f"{' '.join(['word'] * (1 + i % 6))} w{i}\t{i % 2}" for i in range(40)]  # 2..7 words, unique texts
+    data = write_sst2(tmp_path, rows)
+    distill = {"stage": "distill", "seed": 5, "max_train_examples": 12}
+    args = dict(training_stages=training_stages(), num_examples=8, min_words=4)
+    held = search_split_indices("sst2", data, records=[distill], seed=3, **args)
+    used = _sample(40, 12, 5)
+    assert len(held) == 8 and not set(held) & used and all(2 + i % 6 >= 4 for i in held)
+    assert (
+        held
+        == load_search_split("sst2", data, tiny_tokenizer, records=[distill], seed=3, max_seq_length=16, **args).indices
+    )
+
+    train = load_train_features("sst2", data, tiny_tokenizer, max_seq_length=16, exclude=held)
+    assert [e.text_a for e in train.examples] == [r.split("\t")[0] for i, r in enumerate(rows) if i not in held]
+    with pytest.raises(ConfigError, match="max_examples or exclude, not both"):
+        load_train_features("sst2", data, tiny_tokenizer, max_examples=10, exclude=held)
+
+    length = {"stage": "length", "seed": 3, "max_train_examples": None, "held_out": held}
+    seen, overlaps = seen_by_training(40, [distill, length], training_stages=training_stages())
+    assert seen == set(range(40)) - set(held) and overlaps == []  # not an overlap: everything else was seen
+    for seed in (0, 3, 11):  # the search's own seed does not matter: the pool is the held-out examples
+        split = load_search_split(
+            "sst2", data, tiny_tokenizer, records=[distill, length], seed=seed, max_seq_length=16, **args
+        )
+        assert split.indices == held and split.pool == 8 and split.overlaps == []
+    fewer = dict(args, num_examples=5)
+    assert set(search_split_indices("sst2", data, records=[distill, length], seed=0, **fewer)) < set(held)
+    with pytest.raises(ConfigError, match=r"search_examples=9 but only 8 of the 40"):
+        search_split_indices("sst2", data, records=[distill, length], seed=0, **dict(args, num_examples=9))
+
+
+def test_length_hold_out_is_one_way_to_leave_examples_out_and_hashes_only_when_set() -> None:
+    from slimformer.config import identity_dump
+    from slimformer.stages.length import LengthStageConfig
+
+    with pytest.raises(ConfigError, match=r"give hold_out \(2000\) or max_train_examples \(500\), not both"):
+        parse_recipe(
+            {
+                "name": "x",
+                "task": "sst2",
+                "data": "d",
+                "stages": [{"length": {"hold_out": 2000, "max_train_examples": 500}}],
+            }
+        )
+    plain = LengthStageConfig(task="sst2", data="x")
+    held = LengthStageConfig(task="sst2", data="x", hold_out=2000)
+    assert "hold_out" not in identity_dump(plain) and identity_dump(held)["hold_out"] == 2000
+    assert "hold_out_min_words" not in identity_dump(held)
 
 
 def test_search_split_min_words_keeps_only_long_enough_examples(tmp_path, tiny_tokenizer) -> None:

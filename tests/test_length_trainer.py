@@ -375,3 +375,34 @@ def test_length_stage_records_an_explicit_layer_drop(tmp_path: Path, tiny_model_
     ctx = run_recipe(parse_recipe(raw), run_dir=tmp_path / "run", log=lambda s: None)
     record = load_model(ctx.outputs["1-length"]["model_dir"]).meta.applied[-1]
     assert (record["layer_drop_prob"], record["layer_drop_prob_by_depth"]) == (0.3, False)
+
+
+def test_length_stage_hold_out_trains_on_the_rest_and_records_what_the_search_will_score(
+    tmp_path: Path, tiny_model_dir: Path, tiny_tokenizer
+):
+    """``hold_out``: the stage trains on every example but the search split, records it, and the search lands on it."""
+    from slimformer.length.search_split import load_search_split
+    from slimformer.stages import training_stages
+    from slimformer.stages.finetune import FinetuneConfig, finetune
+    from slimformer.stages.length import LengthStageConfig, train_length_adaptive
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    ft = finetune(
+        FinetuneConfig(model=str(tiny_model_dir), task="sst2", data=str(data), max_steps=1, max_seq_length=16),
+        tmp_path / "ft",
+    )
+    cfg = LengthStageConfig(
+        task="sst2", data=str(data), max_steps=1, batch_size=4, hold_out=5, hold_out_min_words=3, seed=7,
+        eval_each_epoch=False,
+    )  # fmt: skip
+    out = train_length_adaptive(cfg, ft.model_dir, tmp_path / "lat")
+    record = load_model(out["model_dir"]).meta.stage("length")
+    held = record["held_out"]
+    assert len(held) == 5 and record["train_examples"] == len(SST2_ROWS) - 5
+    assert all(len(SST2_ROWS[i].split("\t")[0].split()) >= 3 for i in held)  # hold_out_min_words
+    meta = load_model(out["model_dir"]).meta
+    split = load_search_split(
+        "sst2", data, tiny_tokenizer, records=meta.applied, training_stages=training_stages(), num_examples=5,
+        seed=0, max_seq_length=16, min_words=3,
+    )  # fmt: skip
+    assert split.indices == held and split.overlaps == ["finetune"]  # the teacher (uncapped) saw them; the student not

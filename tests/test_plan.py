@@ -121,6 +121,10 @@ def test_quantize_after_a_quantized_model_names_the_stage_and_what_it_needs(sst2
         ([{"finetune": TRAIN}, {"evaluate": {"split": "nope"}}], r"stages\[1\]\.evaluate: .*no split 'nope'"),
         ([{"distill": {**TRAIN, "student_layers": [0]}}], r"stages\[0\]\.distill: teacher: no earlier stage"),
         ([{"finetune": {**TRAIN, "model": "previous"}}], r"stages\[0\]\.finetune: model: previous needs"),
+        (
+            [{"finetune": TRAIN}, {"length": {**TRAIN, "hold_out": 5}}, {"search": {"search_examples": 10}}],
+            r"stages\[2\]\.search: search_examples=10 but the length stage holds out only 5 training examples",
+        ),
     ],
 )
 def test_stages_that_cannot_work_fail_before_anything_runs(sst2: Path, stages, pattern, never_run) -> None:

@@ -16,6 +16,10 @@ A stage that trained on the whole file (no cap; e.g. the reused SST-2 teacher fi
 sentences) cannot leave anything out: it is reported in :attr:`SearchSplit.overlaps` instead, and the split
 is drawn from the examples the *other* (capped) stages did not use. The student's own training
 (``distill``, ``length``) must be capped for the split to be held out from it; an empty pool is an error.
+A stage can instead train on everything *but* the search split (the ``length`` stage's ``hold_out``): it draws
+the split with :func:`search_split_indices`, as the search will, before it trains, and records the indices it
+left out (``held_out``); :func:`seen_by_training` counts every other example as seen, so the search's draw
+lands on exactly those examples.
 SQuAD examples are questions: a held-out question may share its paragraph with a training question.
 """
 
@@ -31,7 +35,20 @@ import slimformer.tasks as tasks
 from slimformer.errors import ConfigError
 from slimformer.tasks.data import TaskData, _cap, _qa_examples
 
-__all__ = ["SearchSplit", "example_words", "seen_by_training", "load_search_split"]
+__all__ = [
+    "DEFAULT_MIN_WORDS",
+    "SearchSplit",
+    "example_words",
+    "seen_by_training",
+    "search_split_indices",
+    "load_search_split",
+]
+
+#: The search split's ``min_words`` when a recipe leaves it unset, per task. SST-2's training file is mostly
+#: parse-tree phrases (9.4 words on average; 25,152 of its 67,349 examples have at least 10 words) while its dev
+#: set holds whole review sentences (19.5 words; 749 of 872 have at least 10): a search scored on phrases, which
+#: barely lose anything when tokens are dropped, misjudges what a configuration costs on sentences.
+DEFAULT_MIN_WORDS = {"sst2": 10}
 
 
 @dataclass
@@ -78,13 +95,14 @@ def seen_by_training(
 
     Args:
         num_examples: examples in the training file.
-        records: ``slimformer.json`` ``applied`` records, oldest first.
+        records: ``slimformer.json`` ``applied`` records, oldest first. A record with ``held_out`` (indices of
+            the file the stage left out: the length stage's ``hold_out``) used every other example.
         training_stages: names of the stages that train on the task's training file (the recipe layer passes
             :func:`slimformer.stages.training_stages`); a record of another stage counts only if it has a cap.
 
     Returns:
-        ``(seen, overlaps)``: the union of every capped stage's sample (replayed with its ``seed``), and the
-        names of the stages without a cap (or a cap at least the file size).
+        ``(seen, overlaps)``: the union of every capped stage's sample (replayed with its ``seed``) and of every
+        holding-out stage's complement, and the names of the stages without a cap (or a cap at least the file size).
     """
     seen: set[int] = set()
     overlaps: list[str] = []
@@ -94,11 +112,68 @@ def seen_by_training(
         if stage not in training_stages and "max_train_examples" not in rec:
             continue
         cap = rec.get("max_train_examples")
-        if cap is None or cap >= num_examples:
+        if rec.get("held_out"):
+            held = set(rec["held_out"])
+            seen.update(i for i in everything if i not in held)
+        elif cap is None or cap >= num_examples:
             overlaps.append(str(stage))
         else:
             seen.update(_cap(everything, int(cap), int(rec.get("seed", 42))))
     return seen, overlaps
+
+
+def _draw(
+    examples: list[Any],
+    records: Iterable[Mapping[str, Any]],
+    training_stages: Collection[str],
+    num_examples: int,
+    seed: int,
+    min_words: int | None,
+) -> tuple[list[int], int, list[str]]:
+    seen, overlaps = seen_by_training(len(examples), records, training_stages=training_stages)
+    pool = [i for i in range(len(examples)) if i not in seen]
+    if min_words:
+        pool = [i for i in pool if example_words(examples[i]) >= min_words]
+    if len(pool) < num_examples:
+        longer = f" with at least {min_words} words" if min_words else ""
+        raise ConfigError(
+            f"search_examples={num_examples} but only {len(pool)} of the {len(examples)} training examples{longer} "
+            "were not used by a training stage; lower search_examples, search_min_words or max_train_examples of the "
+            "training stages"
+        )
+    return sorted(random.Random(seed).sample(pool, num_examples)), len(pool), overlaps
+
+
+def _train_examples(spec: Any, data: Path, squad_split: str) -> list[Any]:
+    return _qa_examples(spec, data, "train", squad_split) if spec.kind == "qa" else tasks.read_glue(spec, data, "train")
+
+
+def search_split_indices(
+    task: str,
+    data: Path,
+    *,
+    records: Iterable[Mapping[str, Any]],
+    training_stages: Collection[str],
+    num_examples: int,
+    seed: int,
+    squad_split: str = "dev-article-split",
+    min_words: int | None = None,
+) -> list[int]:
+    """The training-file indices :func:`load_search_split` would draw with the same arguments (no tokenization).
+
+    A training stage that holds the search split out (``length``'s ``hold_out``) calls this before it trains, with
+    the records of the stages before it, and trains on every other example.
+
+    Returns:
+        Sorted indices into the training file's example list (SQuAD: its questions).
+
+    Raises:
+        ConfigError: fewer than ``num_examples`` unused training examples (names both counts), or an unknown
+            task / split. DataError: missing data files.
+    """
+    spec = tasks.get_task(task)
+    examples = _train_examples(spec, data, squad_split)
+    return _draw(examples, records, training_stages, num_examples, seed, min_words)[0]
 
 
 def load_search_split(
@@ -137,25 +212,11 @@ def load_search_split(
             unknown task / split. DataError: missing data files.
     """
     spec = tasks.get_task(task)
-    if spec.kind == "qa":
-        examples = _qa_examples(spec, data, "train", squad_split)
-    else:
-        examples = tasks.read_glue(spec, data, "train")
-    seen, overlaps = seen_by_training(len(examples), records, training_stages=training_stages)
-    pool = [i for i in range(len(examples)) if i not in seen]
-    if min_words:
-        pool = [i for i in pool if example_words(examples[i]) >= min_words]
-    if len(pool) < num_examples:
-        longer = f" with at least {min_words} words" if min_words else ""
-        raise ConfigError(
-            f"search_examples={num_examples} but only {len(pool)} of the {len(examples)} training examples{longer} "
-            "were not used by a training stage; lower search_examples, search_min_words or max_train_examples of the "
-            "training stages"
-        )
-    indices = sorted(random.Random(seed).sample(pool, num_examples))
+    examples = _train_examples(spec, data, squad_split)
+    indices, pool, overlaps = _draw(examples, records, training_stages, num_examples, seed, min_words)
     chosen = [examples[i] for i in indices]
     if spec.kind == "qa":
         feats = tasks.prepare_eval_features(chosen, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride)
     else:
         feats = tasks.encode_glue(chosen, spec, tokenizer, max_seq_length)
-    return SearchSplit(TaskData(spec, feats, chosen, "search"), indices, len(pool), overlaps, min_words or None)
+    return SearchSplit(TaskData(spec, feats, chosen, "search"), indices, pool, overlaps, min_words or None)

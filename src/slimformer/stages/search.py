@@ -51,7 +51,7 @@ from slimformer.length.evaluate import evaluate_config, evaluate_config_scores
 from slimformer.length.flops import cost_fn
 from slimformer.length.genes import initial_population
 from slimformer.length.search import evolutionary_search
-from slimformer.length.search_split import SearchSplit, load_search_split
+from slimformer.length.search_split import DEFAULT_MIN_WORDS, SearchSplit, load_search_split
 from slimformer.models import HeadKind
 from slimformer.stages._length_artifacts import copy_model_with_config, export_length_int8, model_fingerprint
 from slimformer.stages.base import PlanState, RunContext, register_stage, training_stages
@@ -65,11 +65,6 @@ __all__ = ["LengthBudget", "SearchStageConfig", "apply_budget", "run_search"]
 
 _BUDGET_KEYS = ("max_loss", "budget_ms", "max_flops")
 
-#: ``search_min_words`` when a recipe leaves it unset, per task. SST-2's training file is mostly parse-tree phrases
-#: (9.4 words on average; 25,152 of its 67,349 examples have at least 10 words) while its dev set holds whole
-#: review sentences (19.5 words; 749 of 872 have at least 10): a search scored on phrases, which barely lose
-#: anything when tokens are dropped, misjudges what a configuration costs on sentences.
-DEFAULT_MIN_WORDS = {"sst2": 10}
 #: The LengthDrop bound of the smallest gene when neither the search nor the model's ``length`` record sets one.
 LENGTH_DROP_RATIO = 0.2
 
@@ -376,8 +371,16 @@ def run_search(
 
 
 def _check(plan: PlanState, cfg: SearchStageConfig) -> None:
-    """Plan check: the files the search split and the report read are there (``needs`` an earlier model_dir)."""
+    """Plan check: the files the search split and the report read are there (``needs`` an earlier model_dir), and
+    an earlier ``length`` stage's ``hold_out`` leaves the search at least ``search_examples`` examples."""
     plan.check_data(cfg, "train", "dev")
+    earlier = [c for name, c in plan.recipe.stages[: len(plan.stages)] if name == "length"]
+    held = earlier[-1].hold_out if earlier else None
+    if held is not None and cfg.search_split == "train" and cfg.search_examples > held:
+        raise ConfigError(
+            f"search_examples={cfg.search_examples} but the length stage holds out only {held} training "
+            "examples (hold_out); raise length.hold_out or lower search_examples"
+        )
 
 
 @register_stage(

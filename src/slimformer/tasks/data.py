@@ -10,6 +10,7 @@ article-disjoint parts of ``dev-v1.1.json``; with ``official`` they are ``train-
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,21 +102,34 @@ def load_train_features(
     seed: int = 42,
     squad_split: str = "dev-article-split",
     doc_stride: int = 128,
+    exclude: Collection[int] | None = None,
 ) -> TaskData:
     """Training features of ``task``: tokenized, truncated to ``max_seq_length``, not padded.
 
-    ``max_examples`` keeps a seeded random subset of the training examples (before tokenization).
+    ``max_examples`` keeps a seeded random subset of the training examples (before tokenization). ``exclude``:
+    indices into the training file's example list (SQuAD: its questions) left out, e.g. a held-out split; the cap
+    is not combined with it (``max_examples`` must then be ``None``).
 
     Raises:
-        ConfigError: unknown task or split. DataError: missing or malformed data files.
+        ConfigError: unknown task or split; ``exclude`` with ``max_examples``. DataError: missing or malformed data
+            files.
     """
     spec = tasks.get_task(task)
     msl = max_seq_length or spec.max_seq_length
+    if exclude is not None and max_examples is not None:
+        raise ConfigError("training data: give max_examples or exclude, not both")
+
+    def select(items: list[Any]) -> list[Any]:
+        if exclude is None:
+            return _cap(items, max_examples, seed)
+        left_out = set(exclude)
+        return [e for i, e in enumerate(items) if i not in left_out]
+
     if spec.kind == "qa":
-        examples = _cap(_qa_examples(spec, data, "train", squad_split), max_examples, seed)
+        examples = select(_qa_examples(spec, data, "train", squad_split))
         feats = tasks.prepare_train_features(examples, tokenizer, max_seq_length=msl, doc_stride=doc_stride)
         return TaskData(spec, feats, examples, "train")
-    examples = _cap(tasks.read_glue(spec, data, "train"), max_examples, seed)
+    examples = select(tasks.read_glue(spec, data, "train"))
     return TaskData(spec, tasks.encode_glue(examples, spec, tokenizer, msl), examples, "train")
 
 
