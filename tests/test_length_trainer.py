@@ -336,7 +336,7 @@ def test_length_stage_with_a_teacher(tmp_path: Path, tiny_model_dir: Path):
         _recipe_teacher(RunContext(run_dir=tmp_path, recipe=recipe, data_root=None))
 
 
-def test_teacher_fields_keep_the_identity_of_earlier_length_runs():
+def test_later_fields_keep_the_identity_of_earlier_length_runs():
     """Fields added later (identity-when-set) leave the hash of a config that does not set them unchanged."""
     import hashlib
 
@@ -344,12 +344,13 @@ def test_teacher_fields_keep_the_identity_of_earlier_length_runs():
     from slimformer.recipe import _config_hash
 
     cfg = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {}}]}).stages[0][1]
-    new = {"teacher_weight", "teacher", "teacher_temperature"}
+    new = {"teacher_weight", "teacher", "teacher_temperature", "hold_out", "hold_out_min_words"}
     before = cfg.model_dump(mode="json", exclude=run_control_fields(cfg) | new)  # the dump before the fields existed
     old_hash = hashlib.sha256(json.dumps(["length", before], sort_keys=True).encode()).hexdigest()[:16]
     assert _config_hash("length", cfg) == old_hash
     assert _config_hash("length", cfg.model_copy(update={"teacher_weight": 0.5})) != old_hash
     assert _config_hash("length", cfg.model_copy(update={"teacher_temperature": 3.0})) != old_hash
+    assert _config_hash("length", cfg.model_copy(update={"hold_out": 2000})) != old_hash
 
 
 @pytest.mark.parametrize(("layers", "given", "used"), [(3, None, 0.0), (6, None, 0.2), (3, 0.1, 0.1), (6, 0.0, 0.0)])
