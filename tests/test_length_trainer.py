@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -198,17 +199,24 @@ def test_length_stage_config_errors(tmp_path: Path):
         run_recipe(recipe, run_dir=tmp_path, log=lambda s: None)
 
 
-def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir: Path):
-    """Interrupted after the step-2 checkpoint and started again: the same model as an uninterrupted run."""
+def _tiny_sst2_finetuned(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Any]:
+    """SST2_ROWS written under ``tmp_path`` and the tiny model fine-tuned on them for one step: ``(data, result)``."""
     from slimformer.stages.finetune import FinetuneConfig, finetune
-    from slimformer.stages.length import LengthStageConfig, train_length_adaptive
-    from slimformer.train.checkpoints import checkpoint_dir
 
     data = write_sst2(tmp_path, SST2_ROWS)
     ft = finetune(
         FinetuneConfig(model=str(tiny_model_dir), task="sst2", data=str(data), max_steps=1, max_seq_length=16),
         tmp_path / "ft",
     )
+    return data, ft
+
+
+def test_length_stage_resumes_an_interrupted_run(tmp_path: Path, tiny_model_dir: Path):
+    """Interrupted after the step-2 checkpoint and started again: the same model as an uninterrupted run."""
+    from slimformer.stages.length import LengthStageConfig, train_length_adaptive
+    from slimformer.train.checkpoints import checkpoint_dir
+
+    data, ft = _tiny_sst2_finetuned(tmp_path, tiny_model_dir)
     cfg = LengthStageConfig(
         task="sst2", data=str(data), max_steps=4, batch_size=4, num_sandwich=2, save_steps=2, logging_steps=1,
         learning_rate=5e-3, length_drop_ratio_bound=0.5,
@@ -384,14 +392,9 @@ def test_length_stage_hold_out_trains_on_the_rest_and_records_what_the_search_wi
     """``hold_out``: the stage trains on every example but the search split, records it, and the search lands on it."""
     from slimformer.length.search_split import load_search_split
     from slimformer.stages import training_stages
-    from slimformer.stages.finetune import FinetuneConfig, finetune
     from slimformer.stages.length import LengthStageConfig, train_length_adaptive
 
-    data = write_sst2(tmp_path, SST2_ROWS)
-    ft = finetune(
-        FinetuneConfig(model=str(tiny_model_dir), task="sst2", data=str(data), max_steps=1, max_seq_length=16),
-        tmp_path / "ft",
-    )
+    data, ft = _tiny_sst2_finetuned(tmp_path, tiny_model_dir)
     cfg = LengthStageConfig(
         task="sst2", data=str(data), max_steps=1, batch_size=4, hold_out=5, hold_out_min_words=3, seed=7,
         eval_each_epoch=False,
