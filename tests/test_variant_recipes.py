@@ -128,3 +128,28 @@ def test_a_seed_override_reseeds_the_student_and_the_search_but_not_the_teacher(
     a, b = _stages(base), _stages(other)
     assert _config_hash("finetune", a["finetune"]) == _config_hash("finetune", b["finetune"])
     assert (b["distill"].seed, b["length"].seed, b["search"].seed) == (43, 43, 43)
+
+
+@requires_data
+def test_hold_out_on_the_real_sst2_leaves_the_search_the_split_it_would_draw_anyway() -> None:
+    """``length: {hold_out: 2000}`` in the SST-2 student recipe: the search's split is the one a twin draws, unseen."""
+    from slimformer.length.search_split import DEFAULT_MIN_WORDS, search_split_indices, seen_by_training
+    from slimformer.stages import training_stages
+
+    recipe = load_recipe(RECIPES / "quala-sst2-l3b.yaml", overrides=["stages.2.length.hold_out=2000"])
+    stages = _stages(recipe)
+    distill, length, search = stages["distill"], stages["length"], stages["search"]
+    data = SHARED_DATA / recipe.data
+    before = [
+        {"stage": "finetune", "seed": 42, "max_train_examples": None},
+        {"stage": "distill", "seed": distill.seed, "max_train_examples": distill.max_train_examples},
+    ]
+    args = dict(
+        training_stages=training_stages(), num_examples=search.search_examples, min_words=DEFAULT_MIN_WORDS["sst2"]
+    )
+    held = search_split_indices("sst2", data, records=before, seed=length.seed, **args)
+    after = [*before, {"stage": "length", "seed": length.seed, "max_train_examples": None, "held_out": held}]
+    assert search_split_indices("sst2", data, records=after, seed=search.seed, **args) == held
+    assert search_split_indices("sst2", data, records=before, seed=search.seed, **args) == held  # the twin's draw
+    seen, overlaps = seen_by_training(67349, after, training_stages=training_stages())
+    assert len(seen) == 67349 - 2000 and overlaps == ["finetune"]
