@@ -227,3 +227,29 @@ def test_a_global_batch_that_processes_cannot_split_is_refused(sst2: Path, monke
     monkeypatch.setenv("WORLD_SIZE", "2")
     validate_plan(recipe)  # 8 rows = 4 per process
     assert never_run == []
+
+
+def test_a_search_split_the_student_trains_on_is_a_note_before_anything_runs(sst2: Path, never_run) -> None:
+    """An uncapped ``length`` (or ``distill``) stage before a train-split search: a note in the plan and the log."""
+    from slimformer.recipe import plan_recipe
+
+    def notes(stages: list[dict[str, Any]]) -> list[tuple[int, str]]:
+        return validate_plan(_recipe("sst2", sst2, stages)).notes
+
+    search = {"search": {"search_examples": 4}}
+    seen = notes([{"finetune": TRAIN}, {"length": TRAIN}, search])
+    assert len(seen) == 1 and seen[0][0] == 2
+    assert "'length' stage trains on all of it" in seen[0][1] and "length.hold_out: 4 keeps them out" in seen[0][1]
+    assert notes([{"finetune": TRAIN}, {"length": {**TRAIN, "hold_out": 4}}, search]) == []
+    assert notes([{"finetune": TRAIN}, {"length": {**TRAIN, "max_train_examples": 8}}, search]) == []
+    assert notes([{"finetune": TRAIN}, {"length": TRAIN}, {"search": {"search_split": "eval"}}]) == []
+    student = [{"distill": {**TRAIN, "student_layers": [0]}}]
+    assert "distill.max_train_examples keeps them out" in notes([{"finetune": TRAIN}, *student, search])[0][1]
+
+    recipe = _recipe("sst2", sst2, [{"finetune": TRAIN}, {"length": TRAIN}, search])
+    rows = plan_recipe(recipe, run_dir=sst2.parent / "dry")
+    assert [bool(r.get("notes")) for r in rows] == [False, False, True]
+    lines: list[str] = []
+    run_recipe(recipe, run_dir=sst2.parent / "run", log=lines.append)
+    assert lines[0].startswith("note: stages[2].search: the search split is drawn from the training file")
+    assert never_run == ["finetune", "length", "search"]

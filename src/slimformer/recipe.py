@@ -358,12 +358,17 @@ def plan_rows(recipe: Recipe, done: list[dict[str, Any]], first_rerun: int | Non
 
 def _checked_plan(
     recipe: Recipe, done: list[dict[str, Any]], first_rerun: int | None, data_root: str | None
-) -> tuple[list[dict[str, Any]], int]:
-    """:func:`plan_rows` and the number of leading stages resumed, after :func:`validate_plan` of the rest."""
+) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """:func:`plan_rows` (with each stage's ``notes``), the number of leading stages resumed, and the notes as lines
+    (``stages[<i>].<name>: ...``), after :func:`validate_plan` of the rest."""
     rows = plan_rows(recipe, done, first_rerun)
     skipped = sum(row["action"] != "runs" for row in rows)  # the leading stages done earlier with the same config
-    validate_plan(recipe, data_root=data_root, skip=skipped)
-    return rows, skipped
+    state = validate_plan(recipe, data_root=data_root, skip=skipped)
+    lines = []
+    for i, message in state.notes:
+        rows[i].setdefault("notes", []).append(message)
+        lines.append(f"stages[{i}].{recipe.stages[i][0]}: {message}")
+    return rows, skipped, lines
 
 
 def plan_recipe(
@@ -445,10 +450,12 @@ def run_recipe(
         atomic_write_json(state_path, {"recipe": recipe.name, "stages": stages})
 
     ctx = RunContext(run_dir=rd, recipe=recipe, data_root=data_root)
-    skipped = _checked_plan(recipe, done, first_rerun, data_root)[1]  # a stage that cannot work fails now
+    _, skipped, notes = _checked_plan(recipe, done, first_rerun, data_root)  # a stage that cannot work fails now
     rd.mkdir(parents=True, exist_ok=True)  # only once the plan holds: a refused recipe leaves no run folder
     if not dist.is_main():
         log = _quiet
+    for line in notes:
+        log(f"note: {line}")
     for i, (name, cfg) in enumerate(recipe.stages):
         h = _config_hash(name, cfg)
         if i < skipped:

@@ -114,6 +114,8 @@ class PlanState:
         quantized_by: the stage whose quantized model is the latest one (``qat`` / ``sdq``), else None.
         stages: names of the earlier stages, in order.
         added: the keys the stage being checked will add once its check passed (its ``produces``, less withdrawn).
+        notes: ``(stage index, message)``: what a check found that works but that the user should know (shown by
+            ``compress`` before the first stage and in the ``--dry-run`` plan).
     """
 
     recipe: Recipe
@@ -123,6 +125,11 @@ class PlanState:
     quantized_by: str | None = None
     stages: list[str] = field(default_factory=list)
     added: set[str] = field(default_factory=set)
+    notes: list[tuple[int, str]] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Record ``message`` for the stage being checked (a warning, not an error)."""
+        self.notes.append((len(self.stages), message))
 
     def withdraw(self, key: str) -> None:
         """The stage being checked will not produce ``key`` after all (its config decides); an earlier stage's

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["LengthBudget", "SearchStageConfig", "apply_budget", "run_search"]
 
 _BUDGET_KEYS = ("max_loss", "budget_ms", "max_flops")
+#: Stages that train the searched model itself (not its teacher): the search split should be held out from them.
+STUDENT_STAGES = ("distill", "length")
 
 #: The LengthDrop bound of the smallest gene when neither the search nor the model's ``length`` record sets one.
 LENGTH_DROP_RATIO = 0.2
@@ -374,13 +376,24 @@ def _check(plan: PlanState, cfg: SearchStageConfig) -> None:
     """Plan check: the files the search split and the report read are there (``needs`` an earlier model_dir), and
     an earlier ``length`` stage's ``hold_out`` leaves the search at least ``search_examples`` examples."""
     plan.check_data(cfg, "train", "dev")
-    earlier = [c for name, c in plan.recipe.stages[: len(plan.stages)] if name == "length"]
-    held = earlier[-1].hold_out if earlier else None
-    if held is not None and cfg.search_split == "train" and cfg.search_examples > held:
+    if cfg.search_split != "train":
+        return
+    earlier = plan.recipe.stages[: len(plan.stages)]
+    lengths = [c for name, c in earlier if name == "length"]
+    held = lengths[-1].hold_out if lengths else None
+    if held is not None and cfg.search_examples > held:
         raise ConfigError(
             f"search_examples={cfg.search_examples} but the length stage holds out only {held} training "
             "examples (hold_out); raise length.hold_out or lower search_examples"
         )
+    for name, c in earlier:  # the student's own training on the whole file: the split is not held out from it
+        if name in STUDENT_STAGES and c.max_train_examples is None and getattr(c, "hold_out", None) is None:
+            how = f"length.hold_out: {cfg.search_examples}" if name == "length" else f"{name}.max_train_examples"
+            plan.note(
+                f"the search split is drawn from the training file, and the {name!r} stage trains on all of it (no "
+                f"max_train_examples): max_loss is then judged on examples the searched model was trained on; "
+                f"{how} keeps them out (docs/length-search.md)"
+            )
 
 
 @register_stage(
