@@ -63,6 +63,27 @@ def test_distill_by_layer_selection_end_to_end(tmp_path: Path, tiny_tokenizer) -
     assert not (tmp_path / "student.trainer").exists()
 
 
+def test_distill_hold_out_leaves_the_search_split_out_and_records_it(tmp_path: Path, tiny_tokenizer) -> None:
+    """``hold_out``: the student trains on every example but the split the search will draw, which it records."""
+    from slimformer.length.search_split import load_search_split
+    from slimformer.stages import training_stages
+
+    data = write_sst2(tmp_path, SST2_ROWS)
+    teacher = save_teacher(tmp_path / "teacher", tiny_tokenizer, data, num_hidden_layers=3)
+    cfg = DistillStageConfig(
+        task="sst2", data=str(data), student_layers=[0, 2], hold_out=5, hold_out_min_words=3, seed=4, **BUDGET
+    )
+    res = run_distill(cfg, tmp_path / "student", teacher=teacher)
+    meta = load_model(res["model_dir"]).meta
+    rec = meta.applied[-1]
+    assert len(rec["held_out"]) == 5 and rec["train_examples"] == res["train_examples"] == len(SST2_ROWS) - 5
+    split = load_search_split(
+        "sst2", data, tiny_tokenizer, records=meta.applied, training_stages=training_stages(), num_examples=5,
+        seed=0, max_seq_length=16, min_words=3,
+    )  # fmt: skip
+    assert split.indices == rec["held_out"] and split.overlaps == ["finetune"]
+
+
 def test_distill_into_a_checkpoint_needs_a_layer_map_across_depths(tmp_path: Path, tiny_tokenizer) -> None:
     data = write_sst2(tmp_path, SST2_ROWS)
     teacher = save_teacher(tmp_path / "teacher", tiny_tokenizer, data, num_hidden_layers=3)

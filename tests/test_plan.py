@@ -244,7 +244,11 @@ def test_a_search_split_the_student_trains_on_is_a_note_before_anything_runs(sst
     assert notes([{"finetune": TRAIN}, {"length": {**TRAIN, "max_train_examples": 8}}, search]) == []
     assert notes([{"finetune": TRAIN}, {"length": TRAIN}, {"search": {"search_split": "eval"}}]) == []
     student = [{"distill": {**TRAIN, "student_layers": [0]}}]
-    assert "distill.max_train_examples keeps them out" in notes([{"finetune": TRAIN}, *student, search])[0][1]
+    assert "distill.hold_out: 4 keeps them out" in notes([{"finetune": TRAIN}, *student, search])[0][1]
+    held_student = [{"distill": {**TRAIN, "student_layers": [0], "hold_out": 4}}]
+    assert notes([{"finetune": TRAIN}, *held_student, search]) == []
+    with pytest.raises(ConfigError, match=r"search_examples=4 but the distill stage holds out only 3 training"):
+        notes([{"finetune": TRAIN}, {"distill": {**TRAIN, "student_layers": [0], "hold_out": 3}}, search])
 
     recipe = _recipe("sst2", sst2, [{"finetune": TRAIN}, {"length": TRAIN}, search])
     rows = plan_recipe(recipe, run_dir=sst2.parent / "dry")

@@ -26,6 +26,7 @@ from slimformer.errors import ConfigError
 from slimformer.evaluate import check_model_for_task, evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
+from slimformer.stages._holdout import held_out_indices
 from slimformer.stages.base import STAGES, PlanState, RunContext, quantized_stages
 from slimformer.tasks import get_task
 from slimformer.tasks.data import TaskData, load_eval_set, load_train_features
@@ -99,7 +100,8 @@ class KDRun:
     """What :func:`train_student` did.
 
     ``epoch``: epochs trained (``TrainerState.epoch``); ``curve``: the dev metrics after each epoch but the last
-    (learning-curve points, :mod:`slimformer.train.curves`; empty with ``eval_each_epoch`` off).
+    (learning-curve points, :mod:`slimformer.train.curves`; empty with ``eval_each_epoch`` off); ``held_out``: the
+    training-file indices a config with ``hold_out`` left out (:mod:`slimformer.stages._holdout`).
     """
 
     train_examples: int
@@ -108,6 +110,7 @@ class KDRun:
     train_loss: float
     epoch: float = 0.0
     curve: list[dict[str, Any]] = field(default_factory=list)
+    held_out: list[int] | None = None  # training-file indices left out for the search (``hold_out``), else None
 
     def learning_curve(self, metrics: dict[str, float]) -> list[dict[str, Any]]:
         """The whole learning curve: :attr:`curve`, then ``metrics`` (the final evaluation) at the last step."""
@@ -208,6 +211,8 @@ def train_student(
     kd_loss.validate(student, teacher)  # before the data is read: config errors come first
     msl = config.max_seq_length or teacher_meta.max_seq_length
     data = resolve_data_path(config.data, data_root)
+    options = _task_options(teacher_meta)
+    held_out = held_out_indices(config, config.task, data, teacher_meta.applied, squad_split=options["squad_split"])
     train = load_train_features(
         config.task,
         data,
@@ -215,7 +220,8 @@ def train_student(
         max_seq_length=msl,
         max_examples=config.max_train_examples,
         seed=config.seed,
-        **_task_options(teacher_meta),
+        exclude=held_out,
+        **options,
     )
     args = training_arguments(config, work_dir, checkpoints=True)
     score = _dev_scorer(tokenizer, config, teacher_meta=teacher_meta, data_root=data_root)
@@ -236,7 +242,13 @@ def train_student(
     student.eval()
     epoch = float(trainer.state.epoch or 0.0)
     return KDRun(
-        len(train.examples), len(train.features), result.global_step, float(result.training_loss), epoch, curve.points
+        len(train.examples),
+        len(train.features),
+        result.global_step,
+        float(result.training_loss),
+        epoch,
+        curve.points,
+        held_out,
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from slimformer import dist
 from slimformer.distill.student import load_student, select_layers
 from slimformer.errors import ConfigError
+from slimformer.stages._holdout import HoldOutOptions
 from slimformer.stages._kd import (
     KDTrainConfig,
     check_kd_stage,
@@ -32,7 +33,7 @@ from slimformer.stages.base import RunContext, register_stage
 __all__ = ["DistillStageConfig", "run_distill"]
 
 
-class DistillStageConfig(KDTrainConfig):
+class DistillStageConfig(KDTrainConfig, HoldOutOptions):
     """The ``distill`` stage: a shallower student trained against the fine-tuned teacher."""
 
     student_layers: list[int] | None = Field(
@@ -126,6 +127,7 @@ def _finish(
         "train_examples": run.train_examples,
         "steps": run.steps,
         "train_loss": run.train_loss,
+        **({"held_out": run.held_out} if run.held_out is not None else {}),  # the search split (search_split.py)
     }
     save_student(student, tok, out, loaded.meta, config, record, metrics, run)
     return {

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from slimformer import dist
 from slimformer.checkpoint import load_model, save_model
@@ -32,10 +32,10 @@ from slimformer.io import atomic_write_json
 from slimformer.length.config import LengthConfig, save_length_config
 from slimformer.length.evaluate import evaluate_config
 from slimformer.length.lengthdrop import default_layer_drop_prob
-from slimformer.length.search_split import DEFAULT_MIN_WORDS, search_split_indices
 from slimformer.models import HeadKind
+from slimformer.stages._holdout import HoldOutOptions, held_out_indices
 from slimformer.stages._kd import load_teacher
-from slimformer.stages.base import PlanState, RunContext, register_stage, training_stages
+from slimformer.stages.base import PlanState, RunContext, register_stage
 from slimformer.tasks import get_task
 from slimformer.tasks.data import load_eval_set, load_train_features
 from slimformer.train.args import training_arguments
@@ -53,7 +53,7 @@ from slimformer.train.options import TrainingOptions
 __all__ = ["LengthStageConfig", "train_length_adaptive"]
 
 
-class LengthStageConfig(TrainingOptions):
+class LengthStageConfig(TrainingOptions, HoldOutOptions):
     """LengthDrop training with the sandwich rule and in-place distillation (Kim & Cho 2021)."""
 
     epochs: float = Field(5.0, gt=0, description="training epochs (LAT: 5)")
@@ -91,30 +91,6 @@ class LengthStageConfig(TrainingOptions):
     teacher_temperature: float = Field(
         1.0, gt=0, description="τ of the teacher term", json_schema_extra={IDENTITY_WHEN_SET: True}
     )
-    hold_out: int | None = Field(
-        None,
-        ge=1,
-        description="train on every training example but this many, the length search's split drawn as the search "
-        "draws it (seed, search_min_words), so that the search scores examples the student never trained on; null: "
-        "no hold-out (max_train_examples caps instead)",
-        json_schema_extra={IDENTITY_WHEN_SET: True},
-    )
-    hold_out_min_words: int | None = Field(
-        None,
-        ge=0,
-        description="the held-out examples' minimum words, as the search's search_min_words (null: the task's "
-        "default, 10 for sst2; 0: all examples)",
-        json_schema_extra={IDENTITY_WHEN_SET: True},
-    )
-
-    @model_validator(mode="after")
-    def _one_way_to_leave_examples_out(self) -> LengthStageConfig:
-        if self.hold_out is not None and self.max_train_examples is not None:
-            raise ConfigError(
-                f"give hold_out ({self.hold_out}) or max_train_examples ({self.max_train_examples}), not both "
-                "(a capped stage already leaves the rest of the training file to the search)"
-            )
-        return self
 
 
 def train_length_adaptive(
@@ -172,7 +148,7 @@ def train_length_adaptive(
     data = resolve_data_path(config.data, data_root)
     msl = config.max_seq_length or meta.max_seq_length or spec.max_seq_length
     common = dict(max_seq_length=msl, squad_split=config.squad_split, doc_stride=config.doc_stride)
-    held_out = _held_out(config, spec.name, data, meta.applied)  # before the checkpoints: part of the config
+    held_out = held_out_indices(config, spec.name, data, meta.applied, squad_split=config.squad_split)
     train = load_train_features(
         spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, exclude=held_out, **common
     )
@@ -208,25 +184,6 @@ def train_length_adaptive(
         lambda: _finish(
             model, tok, config, meta, layer_drop, msl, train, held_out, dev, out, ckpt, result, score, curve
         )
-    )
-
-
-def _held_out(config: LengthStageConfig, task: str, data: Path, applied: list[dict[str, Any]]) -> list[int] | None:
-    """The training-file indices ``hold_out`` leaves out: the search split the ``search`` stage (same seed) will draw
-    from this model's records, drawn now (:func:`slimformer.length.search_split.search_split_indices`); ``None``
-    without ``hold_out``."""
-    if config.hold_out is None:
-        return None
-    words = DEFAULT_MIN_WORDS.get(task) if config.hold_out_min_words is None else config.hold_out_min_words
-    return search_split_indices(
-        task,
-        data,
-        records=applied,
-        training_stages=training_stages(),
-        num_examples=config.hold_out,
-        seed=config.seed,
-        squad_split=config.squad_split,
-        min_words=words or None,
     )
 
 

@@ -374,21 +374,22 @@ def run_search(
 
 def _check(plan: PlanState, cfg: SearchStageConfig) -> None:
     """Plan check: the files the search split and the report read are there (``needs`` an earlier model_dir), and
-    an earlier ``length`` stage's ``hold_out`` leaves the search at least ``search_examples`` examples."""
+    an earlier ``length`` / ``distill`` stage's ``hold_out`` leaves the search at least ``search_examples`` examples;
+    a note when one of them trains on the whole training file the split is drawn from."""
     plan.check_data(cfg, "train", "dev")
     if cfg.search_split != "train":
         return
     earlier = plan.recipe.stages[: len(plan.stages)]
-    lengths = [c for name, c in earlier if name == "length"]
-    held = lengths[-1].hold_out if lengths else None
-    if held is not None and cfg.search_examples > held:
-        raise ConfigError(
-            f"search_examples={cfg.search_examples} but the length stage holds out only {held} training "
-            "examples (hold_out); raise length.hold_out or lower search_examples"
-        )
+    for name, c in earlier:  # each holding-out student stage leaves the search its hold_out examples at most
+        held = getattr(c, "hold_out", None)
+        if name in STUDENT_STAGES and held is not None and cfg.search_examples > held:
+            raise ConfigError(
+                f"search_examples={cfg.search_examples} but the {name} stage holds out only {held} training "
+                f"examples (hold_out); raise {name}.hold_out or lower search_examples"
+            )
     for name, c in earlier:  # the student's own training on the whole file: the split is not held out from it
         if name in STUDENT_STAGES and c.max_train_examples is None and getattr(c, "hold_out", None) is None:
-            how = f"length.hold_out: {cfg.search_examples}" if name == "length" else f"{name}.max_train_examples"
+            how = f"{name}.hold_out: {cfg.search_examples}"
             plan.note(
                 f"the search split is drawn from the training file, and the {name!r} stage trains on all of it (no "
                 f"max_train_examples): max_loss is then judged on examples the searched model was trained on; "
