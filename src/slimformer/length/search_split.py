@@ -16,7 +16,7 @@ A stage that trained on the whole file (no cap; e.g. the reused SST-2 teacher fi
 sentences) cannot leave anything out: it is reported in :attr:`SearchSplit.overlaps` instead, and the split
 is drawn from the examples the *other* (capped) stages did not use. The student's own training
 (``distill``, ``length``) must be capped for the split to be held out from it; an empty pool is an error.
-A stage can instead train on everything *but* the search split (the ``length`` stage's ``hold_out``): it draws
+A stage can instead train on everything *but* the search split (``hold_out`` of ``distill`` and ``length``): it draws
 the split with :func:`search_split_indices`, as the search will, before it trains, and records the indices it
 left out (``held_out``); :func:`seen_by_training` counts every other example as seen, so the search's draw
 lands on exactly those examples.
@@ -96,7 +96,7 @@ def seen_by_training(
     Args:
         num_examples: examples in the training file.
         records: ``slimformer.json`` ``applied`` records, oldest first. A record with ``held_out`` (indices of
-            the file the stage left out: the length stage's ``hold_out``) used every other example.
+            the file the stage left out: its ``hold_out``) used every other example.
         training_stages: names of the stages that train on the task's training file (the recipe layer passes
             :func:`slimformer.stages.training_stages`); a record of another stage counts only if it has a cap.
 
@@ -161,8 +161,8 @@ def search_split_indices(
 ) -> list[int]:
     """The training-file indices :func:`load_search_split` would draw with the same arguments (no tokenization).
 
-    A training stage that holds the search split out (``length``'s ``hold_out``) calls this before it trains, with
-    the records of the stages before it, and trains on every other example.
+    A training stage that holds the search split out (its ``hold_out``) calls this before it trains, with the
+    records of the stages before it, and trains on every other example.
 
     Returns:
         Sorted indices into the training file's example list (SQuAD: its questions).
