@@ -56,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.io import atomic_write_json
     from slimformer.length.search_split import DEFAULT_MIN_WORDS, load_search_split
     from slimformer.stages import training_stages
+    from slimformer.tasks import get_task
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     model = loaded.model.eval()
     data = resolve_data_path(args.data, args.data_root)
     words = DEFAULT_MIN_WORDS.get(args.task)
-    msl = loaded.meta.max_seq_length or 128
+    msl = loaded.meta.max_seq_length or get_task(args.task).max_seq_length
     rows = []
     for seed in args.seed:
         split = load_search_split(
@@ -85,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(
             {
+                "name": f"{Path(args.model).name} on the seed-{seed} search split",
+                "runtime": "pytorch-fp32",
                 "seed": seed,
                 "examples": len(split.indices),
                 "pool": split.pool,
                 "seen_by": ", ".join(split.overlaps) or "none",
-                "metric": metrics["main"],
+                "metric_value": metrics["main"],
             }
         )
         print(f"seed {seed}: {metrics['main']:.4f} on {len(split.indices)} examples (seen by {rows[-1]['seen_by']})")
@@ -106,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(args.threads),
         "model": args.model,
         "task": args.task,
+        "metric": get_task(args.task).main_metric,
         "min_words": words,
         "columns": [
             ["seed", "seed"],
             ["examples", "examples"],
             ["pool", "pool"],
             ["seen_by", "training stages that saw the split"],
-            ["metric", f"{args.task} {'accuracy' if args.task != 'squad' else 'f1'} (PyTorch fp32)"],
+            ["metric_value", f"{get_task(args.task).main_metric} (PyTorch fp32)"],
         ],
         "rows": rows,
         "notes": f"{args.model} scored on the search split each seed's run draws (search_split.py), "
