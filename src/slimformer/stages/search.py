@@ -379,21 +379,20 @@ def _check(plan: PlanState, cfg: SearchStageConfig) -> None:
     plan.check_data(cfg, "train", "dev")
     if cfg.search_split != "train":
         return
-    earlier = plan.recipe.stages[: len(plan.stages)]
-    for name, c in earlier:  # each holding-out student stage leaves the search its hold_out examples at most
+    for name, c in plan.recipe.stages[: len(plan.stages)]:  # the earlier stages that train the searched model
+        if name not in STUDENT_STAGES:
+            continue
         held = getattr(c, "hold_out", None)
-        if name in STUDENT_STAGES and held is not None and cfg.search_examples > held:
+        if held is not None and cfg.search_examples > held:
             raise ConfigError(
                 f"search_examples={cfg.search_examples} but the {name} stage holds out only {held} training "
                 f"examples (hold_out); raise {name}.hold_out or lower search_examples"
             )
-    for name, c in earlier:  # the student's own training on the whole file: the split is not held out from it
-        if name in STUDENT_STAGES and c.max_train_examples is None and getattr(c, "hold_out", None) is None:
-            how = f"{name}.hold_out: {cfg.search_examples}"
+        if held is None and c.max_train_examples is None:  # trained on the whole file the split is drawn from
             plan.note(
                 f"the search split is drawn from the training file, and the {name!r} stage trains on all of it (no "
                 f"max_train_examples): max_loss is then judged on examples the searched model was trained on; "
-                f"{how} keeps them out (docs/length-search.md)"
+                f"{name}.hold_out: {cfg.search_examples} keeps them out (docs/length-search.md)"
             )
 
 
