@@ -253,3 +253,32 @@ def test_same_config_needs_one_reference_per_seed(twin_runs, tmp_path: Path) -> 
     argv = ["--run", "42", "a", str(ld), "--run", "42", "b", str(tr), "--reference", "a", "--front-of", "c"]
     assert same_config.main([*argv, "--name", "x", "--results-dir", str(tmp_path)]) == 2  # no run labelled "c"
     assert not (tmp_path / "x.json").exists()
+
+
+def test_front_on_dev_scores_every_front_point_and_ranks_them_against_the_search(twin_runs, tmp_path: Path) -> None:
+    """benchmarks/front_on_dev.py: one row per front point plus the full point, in front.json's order, each with its
+    search-split metric and the dev metric the scorer gives; the pick is marked once; rho is the rank correlation."""
+    import front_on_dev
+
+    from slimformer.bench.stats import spearman_rank_correlation
+
+    ld, _ = twin_runs
+    run = lvt.SearchedRun.load(ld)
+    rc = front_on_dev.main(
+        ["--run", str(ld), "--runtime", "pytorch", "--threads", "1", "--name", "fd", "--results-dir", str(tmp_path)]
+    )
+    assert rc == 0
+    saved = read_json(tmp_path / "fd.json")
+    rows, points = saved["rows"], run.points()
+    assert [r["length_config"] for r in rows] == [list(p["length_config"]) for p in points]
+    assert [r["search_metric"] for r in rows] == [p["metric"] for p in points]
+    scorer = lvt.DevScorer(run, runtime="pytorch", data_root=None, max_eval_examples=None, batch_size=64, threads=1)
+    for r in rows:
+        assert r["metric_value"] == scorer.scores(r["length_config"]).value()
+        assert r["search_lower"] <= r["search_metric"]
+    picked = [r["length_config"] for r in rows if r["picked"]]
+    assert picked == [list(run.front["selected"]["length_config"])]
+    rho = spearman_rank_correlation([r["search_metric"] for r in rows], [r["metric_value"] for r in rows])
+    assert saved["spearman_rho"] == (None if np.isnan(rho) else rho)  # NaN when a column is constant
+    assert saved["task"] == run.front["task"] and saved["metric"]
+    assert "--runtime pytorch" in saved["command"]
