@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Score the run's front on dev and write the results file; returns the exit status (0).
+
+    Raises:
+        ConfigError: ``--run`` has no ``state.json`` or no finished ``search`` stage (:meth:`SearchedRun.load`).
+    """
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a run folder with a finished search stage")
     p.add_argument("--runtime", choices=("int8", "pytorch"), default="int8")
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     front, picked = run.front, list(run.front["selected"]["length_config"])
     rows = []
-    for point in [*front["front"], front["full"]]:
+    for point in run.points():  # the front, cheapest first, then the full-length point
         config = list(point["length_config"])
         dev = scorer.scores(config).value()
         rows.append(
