@@ -48,13 +48,15 @@ import numpy as np
 
 from slimformer.bench.machine import machine_info, physical_cores
 from slimformer.bench.stats import paired_test as stats_paired_test
-from slimformer.checkpoint import load_model
+from slimformer.checkpoint import load_model, read_meta
 from slimformer.config import resolve_data_path
 from slimformer.errors import ConfigError
 from slimformer.evaluate import ExampleScores, evaluate_predictor_scores
 from slimformer.io import atomic_write_bytes, atomic_write_json, read_json
 from slimformer.length.evaluate import evaluate_config_scores
+from slimformer.length.search_split import indices_digest, search_split_indices
 from slimformer.length.selection import gene_config
+from slimformer.stages import training_stages
 from slimformer.tasks.data import load_eval_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,16 +117,51 @@ class SearchedRun:
         return [*self.front["front"], self.front["full"]]
 
 
-def check_comparable(a: SearchedRun, b: SearchedRun, *, allow_pool_mismatch: bool = False) -> None:
-    """The two runs searched alike, so their FLOPs budgets and search-split picks can be matched.
+def split_digest(run: SearchedRun, data_root: str | None = None) -> str:
+    """SHA-256 of the training-file indices ``run``'s search scored (``indices_digest``).
 
-    ``allow_pool_mismatch``: accept search splits drawn from different pools (same size, split and word minimum). A
-    LengthDrop stage capped at ``max_train_examples`` draws its split from the training examples it did not see; a
-    twin without that stage draws from all of them: each pick is still made on held-out training data, never on dev,
-    but not on the same sentences (the rows record both pools).
+    Read from ``front.json`` (``search_split.indices_sha256``); a front written before that field was recorded gets
+    the draw replayed from the searched model's ``applied`` records, the search's seed, size and word minimum, as
+    ``load_search_split`` drew it (no tokenization: reading the training file only).
 
     Raises:
-        ConfigError: naming the first field that differs.
+        ConfigError: the search scored the eval split (nothing to replay), or the replay's draw fails.
+        DataError: the training file is missing.
+    """
+    split = run.front["search_split"]
+    if split.get("indices_sha256"):
+        return str(split["indices_sha256"])
+    if not str(split.get("split", "")).startswith("search"):
+        raise ConfigError(f"{run.run_dir}: its search scored {split.get('split')!r}, not a split of the training file")
+    meta = read_meta(run.model_dir)
+    indices = search_split_indices(
+        run.front["task"],
+        resolve_data_path(run.data, data_root),
+        records=meta.applied,
+        training_stages=training_stages(),
+        num_examples=int(split["examples"]),
+        seed=int(run.front["search"]["settings"]["seed"]),
+        squad_split=(meta.origin() or {}).get("squad_split", "dev-article-split"),
+        min_words=split.get("min_words"),
+    )
+    return indices_digest(indices)
+
+
+def check_comparable(
+    a: SearchedRun, b: SearchedRun, *, allow_pool_mismatch: bool = False, data_root: str | None = None
+) -> None:
+    """The two runs searched alike, so their FLOPs budgets and search-split picks can be matched.
+
+    Search splits drawn from pools of different sizes are the same split when they hold the same examples
+    (:func:`split_digest`): a LengthDrop stage with ``hold_out`` leaves only the split unseen, its truncation twin
+    draws the same sample from the larger pool the hold-out came from. ``allow_pool_mismatch``: accept different
+    pools even when the examples differ (same size, split and word minimum). A LengthDrop stage capped at
+    ``max_train_examples`` draws its split from the training examples it did not see; a twin without that stage
+    draws from all of them: each pick is still made on held-out training data, never on dev, but not on the same
+    sentences (the rows record both pools).
+
+    Raises:
+        ConfigError: naming the first field that differs (the pools: when the examples differ too).
     """
     for key in SAME_SEARCH:
         if a.front.get(key) != b.front.get(key):
@@ -133,10 +170,14 @@ def check_comparable(a: SearchedRun, b: SearchedRun, *, allow_pool_mismatch: boo
             )
     for key in SAME_SPLIT:
         x, y = a.front["search_split"].get(key), b.front["search_split"].get(key)
-        if x != y and not (allow_pool_mismatch and key == "pool"):
-            raise ConfigError(
-                f"{a.run_dir} and {b.run_dir} searched on other splits: search_split.{key} {x!r} vs {y!r}"
-            )
+        if x == y or (key == "pool" and allow_pool_mismatch):
+            continue
+        if key == "pool" and split_digest(a, data_root) == split_digest(b, data_root):
+            continue  # other pools, the same examples
+        raise ConfigError(
+            f"{a.run_dir} and {b.run_dir} searched on other splits: search_split.{key} {x!r} vs {y!r}"
+            + (" (and other examples)" if key == "pool" else "")
+        )
     sa, sb = a.front["search"]["settings"], b.front["search"]["settings"]
     for key in sorted(set(sa) | set(sb)):  # seed (split draw), smallest gene, cost bounds, population sizes, int8
         if sa.get(key) != sb.get(key):
@@ -274,7 +315,7 @@ def compare_pair(
     Raises:
         ConfigError: the two searched differently, share no FLOPs range, or a run lacks what ``runtime`` needs.
     """
-    check_comparable(lengthdrop, truncation, allow_pool_mismatch=allow_pool_mismatch)
+    check_comparable(lengthdrop, truncation, allow_pool_mismatch=allow_pool_mismatch, data_root=data_root)
     pools = [r.front["search_split"].get("pool") for r in (lengthdrop, truncation)]
     threads = threads or physical_cores()
     kw = {"runtime": runtime, "data_root": data_root, "max_eval_examples": max_eval_examples}

@@ -142,6 +142,26 @@ def test_searches_that_differ_are_refused(twin_runs) -> None:
         lvt.check_comparable(a, b)
 
 
+def test_splits_from_other_pools_compare_when_they_hold_the_same_examples(twin_runs) -> None:
+    """A LengthDrop stage with ``hold_out`` leaves only the search split unseen (pool = the split) while its twin
+    draws the same sample from the larger pool: accepted when the indices' digests agree, refused when they differ;
+    a front without the digest gets its draw replayed, and the replay gives the digest the search recorded."""
+    from slimformer.length.search_split import indices_digest
+
+    ld, tr = twin_runs
+    a, b = lvt.SearchedRun.load(ld), lvt.SearchedRun.load(tr)
+    recorded = a.front["search_split"]["indices_sha256"]
+    assert len(recorded) == 64 and recorded == b.front["search_split"]["indices_sha256"]
+    b.front["search_split"] = {**b.front["search_split"], "pool": b.front["search_split"]["pool"] + 100}
+    lvt.check_comparable(a, b)  # other pools, same examples
+    a.front["search_split"] = {k: v for k, v in a.front["search_split"].items() if k != "indices_sha256"}
+    assert lvt.split_digest(a) == recorded  # replayed from the model's records
+    b.front["search_split"]["indices_sha256"] = indices_digest([0, 1, 2])
+    with pytest.raises(ConfigError, match=r"other splits: search_split.pool \d+ vs \d+ \(and other examples\)"):
+        lvt.check_comparable(a, b)
+    lvt.check_comparable(a, b, allow_pool_mismatch=True)  # the documented escape hatch still accepts it
+
+
 def test_budgets_span_the_common_range_and_picks_use_the_search_metric() -> None:
     a = [{"flops": 10.0, "metric": 0.5}, {"flops": 20.0, "metric": 0.7}, {"flops": 40.0, "metric": 0.9}]
     b = [{"flops": 15.0, "metric": 0.6}, {"flops": 30.0, "metric": 0.8}, {"flops": 50.0, "metric": 0.95}]

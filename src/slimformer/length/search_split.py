@@ -25,6 +25,7 @@ SQuAD examples are questions: a held-out question may share its paragraph with a
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_MIN_WORDS",
     "SearchSplit",
     "example_words",
+    "indices_digest",
     "seen_by_training",
     "search_split_indices",
     "load_search_split",
@@ -77,8 +79,19 @@ class SearchSplit:
             "features": len(self.data.features),
             "pool": self.pool,
             "seen_by_uncapped_stages": self.overlaps,
+            "indices_sha256": indices_digest(self.indices),
             **({"min_words": self.min_words} if self.min_words else {}),
         }
+
+
+def indices_digest(indices: Iterable[int]) -> str:
+    """SHA-256 (hex) of the sorted training-file indices of a split: two searches scored the same examples iff equal.
+
+    Two searches can draw the same examples from pools of different sizes: a ``length`` stage with ``hold_out`` leaves
+    only its held-out examples unseen (its pool is the split itself), while its truncation twin, without that stage,
+    draws the same seeded sample from the larger pool the hold-out was drawn from.
+    """
+    return hashlib.sha256(",".join(str(i) for i in sorted(indices)).encode()).hexdigest()
 
 
 def example_words(example: Any) -> int:
