@@ -10,6 +10,11 @@ split's metric and the lower end of its paired 95% interval (the ``max_loss`` ru
 give Spearman's rho between search-split and dev metrics over the points
 (:func:`slimformer.bench.stats.spearman_rank_correlation`) and the pick. Nothing is selected on dev.
 
+``--int8-mode static`` (or ``dynamic``) scores another int8 post-training quantization of the same searched model
+instead of the search's own graph: exported once into ``<run>/search/onnx-<mode>`` (static: calibrated on 256
+training examples, so its activation scales do not follow the batch). ``--batch-size 1`` scores one sentence per
+request, as served.
+
 Writes ``benchmarks/results/<name>.json``, rendered into docs/results.md by ``benchmarks/update_readme.py``.
 """
 
@@ -35,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a run folder with a finished search stage")
     p.add_argument("--runtime", choices=("int8", "pytorch"), default="int8")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="dev scoring batch (default 64; 1: as served)")
+    p.add_argument(
+        "--int8-mode",
+        choices=("search", "dynamic", "static"),
+        default="search",
+        help="int8 graph scored: the search's own (default), or a PTQ of that mode in <run>/search/onnx-<mode>",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", default=None, help="default: $SLIMFORMER_DATA")
     p.add_argument("--name", required=True, help="results file name (without .json)")
@@ -47,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.io import atomic_write_json
 
     run = SearchedRun.load(args.run)
+    int8_mode = run.front.get("search", {}).get("settings", {}).get("int8", "dynamic")
+    if args.runtime == "int8" and args.int8_mode != "search":
+        from slimformer.stages._length_artifacts import export_length_int8
+
+        int8_mode = args.int8_mode
+        _, graph = export_length_int8(
+            run.model_dir, run.run_dir / "search" / f"onnx-{int8_mode}", mode=int8_mode, data_root=args.data_root
+        )
+        run.onnx_int8 = str(graph)
+    runtime = f"int8-{int8_mode}" if args.runtime == "int8" else args.runtime
     scorer = DevScorer(
         run, runtime=args.runtime, data_root=args.data_root, max_eval_examples=None,
         batch_size=args.batch_size, threads=args.threads,
@@ -59,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "name": str(tuple(config)),
-                "runtime": args.runtime,
+                "runtime": runtime,
                 "length_config": config,
                 "flops": point["flops"],
                 "gflops": round(point["flops"] / 1e9, 3),
@@ -76,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "front-on-dev",
         "command": f"SLIMFORMER_DATA=../shared/data python benchmarks/front_on_dev.py --run {args.run}"
         + (f" --runtime {args.runtime}" if args.runtime != "int8" else "")
+        + (f" --int8-mode {args.int8_mode}" if args.int8_mode != "search" else "")
+        + (f" --batch-size {args.batch_size}" if args.batch_size != 64 else "")
         + f" --name {args.name}",
         "machine": machine_info(args.threads),
         "run": str(args.run),
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             ["gflops", "FLOPs (1e9)"],
             ["search_metric", f"search split {front['metric']}"],
             ["search_lower", "lower end of the 95% interval"],
-            ["metric_value", f"dev {front['metric']} ({args.runtime}, batch {args.batch_size})"],
+            ["metric_value", f"dev {front['metric']} ({runtime}, batch {args.batch_size})"],
             ["picked", "picked"],
         ],
         "rows": rows,

@@ -302,3 +302,30 @@ def test_front_on_dev_scores_every_front_point_and_ranks_them_against_the_search
     assert saved["spearman_rho"] == (None if np.isnan(rho) else rho)  # NaN when a column is constant
     assert saved["task"] == run.front["task"] and saved["metric"]
     assert "--runtime pytorch" in saved["command"]
+
+
+def test_front_on_dev_scores_a_static_int8_graph_exported_beside_the_search(twin_runs, tmp_path: Path) -> None:
+    """``--int8-mode static``: the searched model's static-PTQ graph is exported into ``search/onnx-static`` and
+    every row is that graph's dev metric at the asked batch; the command and rows name the mode and the batch."""
+    import shutil
+
+    import front_on_dev
+
+    ld, _ = twin_runs
+    run_dir = tmp_path / "ld"
+    shutil.copytree(ld, run_dir, symlinks=True)
+    args = ["--run", str(run_dir), "--threads", "1", "--batch-size", "4", "--results-dir", str(tmp_path)]
+    assert front_on_dev.main([*args, "--int8-mode", "static", "--name", "st"]) == 0
+    graph = run_dir / "search" / "onnx-static" / "model.int8.onnx"
+    assert graph.is_file()
+    saved = read_json(tmp_path / "st.json")
+    assert {r["runtime"] for r in saved["rows"]} == {"int8-static"}
+    assert "--int8-mode static --batch-size 4" in saved["command"]
+    run = lvt.SearchedRun.load(run_dir)
+    run.onnx_int8 = str(graph)
+    scorer = lvt.DevScorer(run, runtime="int8", data_root=None, max_eval_examples=None, batch_size=4, threads=1)
+    assert [r["metric_value"] for r in saved["rows"]] == [
+        scorer.scores(r["length_config"]).value() for r in saved["rows"]
+    ]
+    assert front_on_dev.main([*args, "--name", "own"]) == 0  # the search's own (dynamic) graph
+    assert {r["runtime"] for r in read_json(tmp_path / "own.json")["rows"]} == {"int8-dynamic"}
