@@ -117,24 +117,21 @@ class SearchedRun:
         return [*self.front["front"], self.front["full"]]
 
 
-def split_digest(run: SearchedRun, data_root: str | None = None) -> str:
-    """SHA-256 of the training-file indices ``run``'s search scored (``indices_digest``).
+def split_indices(run: SearchedRun, data_root: str | None = None) -> list[int]:
+    """The training-file indices ``run``'s search scored, its draw replayed (``search_split_indices``).
 
-    Read from ``front.json`` (``search_split.indices_sha256``); a front written before that field was recorded gets
-    the draw replayed from the searched model's ``applied`` records, the search's seed, size and word minimum, as
-    ``load_search_split`` drew it (no tokenization: reading the training file only).
+    The replay reads the searched model's ``applied`` records and the search's seed, size and word minimum, as
+    ``load_search_split`` drew them (no tokenization: reading the training file only).
 
     Raises:
         ConfigError: the search scored the eval split (nothing to replay), or the replay's draw fails.
         DataError: the training file is missing.
     """
     split = run.front["search_split"]
-    if split.get("indices_sha256"):
-        return str(split["indices_sha256"])
     if not str(split.get("split", "")).startswith("search"):
         raise ConfigError(f"{run.run_dir}: its search scored {split.get('split')!r}, not a split of the training file")
     meta = read_meta(run.model_dir)
-    indices = search_split_indices(
+    return search_split_indices(
         run.front["task"],
         resolve_data_path(run.data, data_root),
         records=meta.applied,
@@ -144,7 +141,19 @@ def split_digest(run: SearchedRun, data_root: str | None = None) -> str:
         squad_split=(meta.origin() or {}).get("squad_split", "dev-article-split"),
         min_words=split.get("min_words"),
     )
-    return indices_digest(indices)
+
+
+def split_digest(run: SearchedRun, data_root: str | None = None) -> str:
+    """SHA-256 of the training-file indices ``run``'s search scored (``indices_digest``).
+
+    Read from ``front.json`` (``search_split.indices_sha256``); a front written before that field was recorded gets
+    its draw replayed (:func:`split_indices`).
+
+    Raises:
+        ConfigError, DataError: as :func:`split_indices`.
+    """
+    recorded = run.front["search_split"].get("indices_sha256")
+    return str(recorded) if recorded else indices_digest(split_indices(run, data_root))
 
 
 def check_comparable(

@@ -329,3 +329,36 @@ def test_front_on_dev_scores_a_static_int8_graph_exported_beside_the_search(twin
     ]
     assert front_on_dev.main([*args, "--name", "own"]) == 0  # the search's own (dynamic) graph
     assert {r["runtime"] for r in read_json(tmp_path / "own.json")["rows"]} == {"int8-dynamic"}
+
+
+def test_search_split_overlap_finds_phrases_inside_seen_examples() -> None:
+    """Hand-computed cases: a contiguous run of a seen text's words is inside it, words out of order or a text
+    longer than every seen one are not; spans shorter than the shortest split text are not indexed."""
+    import search_split_overlap as sso
+
+    assert sso.word_spans(["a b c"], 2) == {"a b", "b c", "a b c"}
+    assert sso.word_spans(["a b"], 3) == set()
+    got = sso.inside_seen(["b c", "c b", "a b c d", "a  b"], ["a b c", "x y"])
+    assert got.tolist() == [True, False, False, True]
+
+
+def test_search_split_overlap_scores_the_parts_of_the_split_and_dev(twin_runs, tmp_path: Path) -> None:
+    """benchmarks/search_split_overlap.py on the tiny LengthDrop run: the two parts partition the split (their
+    examples add up, and the split's metric is their weighted mean), dev is scored, every loss is full minus pick."""
+    import search_split_overlap as sso
+
+    ld, _ = twin_runs
+    assert (
+        sso.main(["--run", str(ld), "--threads", "1", "--n-boot", "50", "--name", "o", "--results-dir", str(tmp_path)])
+        == 0
+    )
+    saved = read_json(tmp_path / "o.json")
+    rows = {r["name"]: r for r in saved["rows"]}
+    whole, dev = rows["search split: all"], rows["dev"]
+    parts = [r for n, r in rows.items() if n.startswith("search split: ") and n != "search split: all"]
+    assert sum(r["examples"] for r in parts) == whole["examples"] == len(lvt.split_indices(lvt.SearchedRun.load(ld)))
+    mean = sum(r["full_metric"] * r["examples"] for r in parts) / whole["examples"]
+    assert abs(mean - whole["full_metric"]) < 1e-3 and dev["examples"] == 12
+    for r in saved["rows"]:
+        assert abs(r["loss_points"] - 100 * (r["full_metric"] - r["metric_value"])) < 0.02
+    assert saved["pick"] == list(lvt.SearchedRun.load(ld).front["selected"]["length_config"])
