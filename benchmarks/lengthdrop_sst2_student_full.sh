@@ -29,6 +29,10 @@
 # HOLDOUT=2000 trains the length stage on every sentence but the 2,000 its search will score (length.hold_out: the
 # search split held out from the student too, not only from distillation; run folders and results names get -ho).
 # The truncation twin's search draws the same 2,000 (the same seed and pool), so the pairs stay matched.
+# CONTEXT=1 (with HOLDOUT) also leaves out the training sentences that lie inside a held-out one or contain it
+# (length.hold_out_context: SST-2's phrases of the same sentence; -hoc): it reuses the HOLDOUT run's distilled
+# student and truncation twin (the same split), so only the length stage and its search run. ~80 min of length
+# training on 2 threads (47,612 sentences at seed 42).
 # SEEDS="44" (default "42 43") trains and compares other seeds, e.g. a third one after the first two:
 #   BOUND=0.5 SEEDS=44 bash benchmarks/lengthdrop_sst2_student_full.sh l3b [compare]
 # With SEEDS other than "42 43", compare writes only those seeds' rows, to files named with -seeds<S> (1.-3.), and
@@ -48,10 +52,15 @@ if [ -n "$BOUND" ]; then
   B="-train${BOUND/./}" LB="stages.2.length.length_drop_ratio_bound=$BOUND"
   SB="stages.3.search.length_drop_ratio=$BOUND" TB="stages.2.search.length_drop_ratio=$BOUND"
 fi
-HOLDOUT="${HOLDOUT:-}"
+HOLDOUT="${HOLDOUT:-}" CONTEXT="${CONTEXT:-}" TW=""  # TW: the twin's suffix, when it is not $B
 if [ -n "$HOLDOUT" ]; then
   case "$HOLDOUT" in [1-9][0-9]*) ;; *) echo "HOLDOUT=$HOLDOUT: expected a number of sentences, e.g. 2000" >&2; exit 2 ;; esac
   B="$B-ho" LB="$LB stages.2.length.hold_out=$HOLDOUT"
+fi
+case "$CONTEXT" in "" | 0) CONTEXT="" ;; 1) ;; *) echo "CONTEXT=$CONTEXT: expected 1 (with HOLDOUT=...)" >&2; exit 2 ;; esac
+if [ -n "$CONTEXT" ]; then
+  [ -n "$HOLDOUT" ] || { echo "CONTEXT=1 needs HOLDOUT=N (the examples whose context is left out)" >&2; exit 2; }
+  TW="$B" B="${B}c" LB="$LB stages.2.length.hold_out_context=true"
 fi
 mkdir -p "$R"
 . benchmarks/_lib.sh
@@ -66,11 +75,11 @@ if [ "$PHASE" = compare ]; then
   X=""  # the default seeds: the files of the first runs; other seeds: their own files
   if [ "$SEEDS" != "42 43" ]; then X="-seeds${SEEDS// /-}" VS=("$V$B") OUTB="${OUTB%.json}$X.json" PL="$PL$X"; fi
   for v in "${VS[@]}"; do for seed in $SEEDS; do
-    ld="$R/quala-sst2-${v%"$B"}$B$(sfx $seed)" tr="$R/quala-sst2-${v%"$B"}-truncation$B$(sfx $seed)"
+    ld="$R/quala-sst2-${v%"$B"}$B$(sfx $seed)" tr="$R/quala-sst2-${v%"$B"}-truncation${TW:-$B}$(sfx $seed)"
     [ -f "$ld/search/front.json" ] && [ -f "$tr/search/front.json" ] && P+=(--pair sst2 "$v" "$seed" "$ld" "$tr")
   done; done
   python benchmarks/lengthdrop_vs_truncation.py "${P[@]}" --threads 2 --jobs 2 --out "$OUTB" --plots "$PL"
-  ld="$R/quala-sst2-$V$B" tr="$R/quala-sst2-$V-truncation$B"
+  ld="$R/quala-sst2-$V$B" tr="$R/quala-sst2-$V-truncation${TW:-$B}"
   LC=() SC=()
   for seed in $SEEDS; do
     LC+=(--run "$ld$(sfx "$seed")")
@@ -91,8 +100,10 @@ if [ "$PHASE" = compare ]; then
   exit 0
 fi
 chain() {
-  local seed=$1 ld="$R/quala-sst2-$V$B$(sfx "$1")" tr="$R/quala-sst2-$V-truncation$B$(sfx "$1")"
+  local seed=$1 ld="$R/quala-sst2-$V$B$(sfx "$1")" tr="$R/quala-sst2-$V-truncation${TW:-$B}$(sfx "$1")"
   mkdir -p "$ld" && ln -sfn ../../sst2-int8/finetune "$ld/finetune"
+  # CONTEXT=1: the distilled student of the HOLDOUT run (the same distill stage), when it is here
+  [ -z "$TW" ] || share_records "$R/quala-sst2-$V$TW$(sfx "$seed")" "$ld" "quala-sst2-$V" finetune distill
   share_records "$SHORT/quala-sst2-$V$(sfx "$seed")" "$ld" "quala-sst2-$V" finetune distill
   slimformer compress "$R/quala-sst2-$V.yaml" seed="$seed" $D stages.2.length.threads=$T stages.3.search.threads=$T $LB $SB \
     --run-dir "$ld" > "$ld.log" 2>&1

@@ -488,3 +488,54 @@ def test_search_device_is_run_control() -> None:
     assert _config_hash("search", cfg()) == _config_hash("search", cfg(device="cpu"))
     with pytest.raises(ConfigError, match="device"):
         cfg(device="tpu")
+
+
+#: SST-2-like phrases: two sentences with their sub-phrases, and unrelated rows (index: text)
+PHRASES = [
+    "the movie was good fun\t1",  # 0
+    "movie was good\t1",  # 1: inside 0
+    "was good\t1",  # 2: inside 0 and 1
+    "a terrible boring film\t0",  # 3
+    "terrible boring\t0",  # 4: inside 3
+    "good fun time\t1",  # 5: overlaps 0 ("good fun") but neither inside it nor containing it
+    "great fun\t1",  # 6
+    "the movie was good fun\t1",  # 7: a duplicate of 0
+]
+
+
+def test_context_indices_are_the_phrases_inside_or_around_a_held_out_one(tmp_path) -> None:
+    """Hand-computed: held-out 0 takes its sub-phrases and its duplicate; held-out 1 takes the sentences around it
+    and the phrase inside it; an overlapping but uncontained phrase stays."""
+    from slimformer.length.search_split import context_indices
+
+    data = write_sst2(tmp_path, PHRASES)
+    assert context_indices("sst2", data, [0]) == [1, 2, 7]
+    assert context_indices("sst2", data, [1]) == [0, 2, 7]
+    assert context_indices("sst2", data, [3, 6]) == [4]
+    assert context_indices("sst2", data, [5]) == []
+
+
+def test_context_indices_of_squad_are_the_questions_on_the_same_paragraph(tmp_path) -> None:
+    import json
+
+    from slimformer.length.search_split import context_indices
+
+    def qa(qid: str, q: str) -> dict:
+        return {"id": qid, "question": q, "answers": [{"text": "Paris", "answer_start": 0}]}
+
+    paras = [
+        {"context": "Paris is in France.", "qas": [qa("a", "Where is Paris?"), qa("b", "Is Paris big?")]},
+        {"context": "Paris is old.", "qas": [qa("c", "Is Paris old?")]},
+    ]
+    (tmp_path / "train-v1.1.json").write_text(json.dumps({"data": [{"title": "P", "paragraphs": paras}]}))
+    assert context_indices("squad", tmp_path, [0], squad_split="official") == [1]
+    assert context_indices("squad", tmp_path, [2], squad_split="official") == []
+
+
+def test_hold_out_context_needs_hold_out() -> None:
+    from slimformer.stages.length import LengthStageConfig
+
+    for stage in ("length", "distill"):
+        with pytest.raises(ConfigError, match="hold_out_context: true needs hold_out"):
+            parse_recipe({"name": "x", "task": "sst2", "data": "d", "stages": [{stage: {"hold_out_context": True}}]})
+    assert LengthStageConfig(task="sst2", data="d", hold_out=3, hold_out_context=True).hold_out_context

@@ -352,7 +352,7 @@ def test_later_fields_keep_the_identity_of_earlier_length_runs():
     from slimformer.recipe import _config_hash
 
     cfg = parse_recipe({"name": "lat", "task": "sst2", "data": "x", "stages": [{"length": {}}]}).stages[0][1]
-    new = {"teacher_weight", "teacher", "teacher_temperature", "hold_out", "hold_out_min_words"}
+    new = {"teacher_weight", "teacher", "teacher_temperature", "hold_out", "hold_out_min_words", "hold_out_context"}
     before = cfg.model_dump(mode="json", exclude=run_control_fields(cfg) | new)  # the dump before the fields existed
     old_hash = hashlib.sha256(json.dumps(["length", before], sort_keys=True).encode()).hexdigest()[:16]
     assert _config_hash("length", cfg) == old_hash
@@ -410,3 +410,48 @@ def test_length_stage_hold_out_trains_on_the_rest_and_records_what_the_search_wi
         seed=0, max_seq_length=16, min_words=3,
     )  # fmt: skip
     assert split.indices == held and split.overlaps == ["finetune"]  # the teacher (uncapped) saw them; the student not
+
+
+def test_length_stage_hold_out_context_leaves_the_held_out_phrases_contexts_out_too(
+    tmp_path: Path, tiny_model_dir: Path, tiny_tokenizer
+):
+    """``hold_out_context``: the phrases inside or around a held-out one are not trained on either; the stage records
+    how many (and their digest), and the search still lands on the held-out examples alone."""
+    from slimformer.length.search_split import indices_digest, load_search_split
+    from slimformer.stages import training_stages
+    from slimformer.stages.finetune import FinetuneConfig, finetune
+    from slimformer.stages.length import LengthStageConfig, train_length_adaptive
+
+    rows = ["the movie was good fun\t1", "movie was good\t1", "was good\t1", "a terrible boring film\t0"]
+    rows += ["terrible boring\t0", "boring film\t0", "a lot of great fun\t1", "great fun\t1", "very dull\t0"]
+    data = write_sst2(tmp_path, rows)
+    ft = finetune(
+        FinetuneConfig(model=str(tiny_model_dir), task="sst2", data=str(data), max_steps=1, max_seq_length=16),
+        tmp_path / "ft",
+    )
+    cfg = LengthStageConfig(
+        task="sst2", data=str(data), max_steps=1, batch_size=4, hold_out=2, hold_out_min_words=4,
+        hold_out_context=True, seed=3, eval_each_epoch=False,
+    )  # fmt: skip
+    out = train_length_adaptive(cfg, ft.model_dir, tmp_path / "lat")
+    meta = load_model(out["model_dir"]).meta
+    record = meta.stage("length")
+    held = record["held_out"]
+    texts = [r.split("\t")[0].split() for r in rows]
+
+    def inside(a: list[str], b: list[str]) -> bool:  # a is a contiguous run of b's words
+        return any(b[i : i + len(a)] == a for i in range(len(b) - len(a) + 1))
+
+    related = [
+        i
+        for i in range(len(rows))
+        if i not in held and any(inside(texts[i], texts[h]) or inside(texts[h], texts[i]) for h in held)
+    ]
+    assert len(held) == 2 and related  # the fixture's 4-word rows all have sub-phrases among the rows
+    assert record["held_out_context"] == {"examples": len(related), "sha256": indices_digest(related)}
+    assert record["train_examples"] == len(rows) - 2 - len(related)
+    split = load_search_split(
+        "sst2", data, tiny_tokenizer, records=meta.applied, training_stages=training_stages(), num_examples=2,
+        seed=0, max_seq_length=16, min_words=4,
+    )  # fmt: skip
+    assert split.indices == held

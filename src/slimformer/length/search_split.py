@@ -41,6 +41,7 @@ __all__ = [
     "SearchSplit",
     "example_words",
     "indices_digest",
+    "context_indices",
     "seen_by_training",
     "search_split_indices",
     "load_search_split",
@@ -159,6 +160,55 @@ def _draw(
 
 def _train_examples(spec: Any, data: Path, squad_split: str) -> list[Any]:
     return _qa_examples(spec, data, "train", squad_split) if spec.kind == "qa" else tasks.read_glue(spec, data, "train")
+
+
+def _text(example: Any) -> str:
+    return " ".join((example.text_a + " " + (example.text_b or "")).split())
+
+
+def context_indices(
+    task: str, data: Path, held: Collection[int], *, squad_split: str = "dev-article-split"
+) -> list[int]:
+    """Training examples that share their context with a held-out one (``hold_out_context``): left out of training too.
+
+    GLUE: examples whose text lies word for word inside a held-out example's text, or contains one (SST-2's training
+    file holds the parse-tree phrases of its sentences: a held-out phrase's sub-phrases and its parent sentence).
+    SQuAD: the other questions on a held-out question's paragraph. Texts are compared as whitespace-split words
+    (``text_a`` then ``text_b``); exact duplicates of a held-out text count as containing it.
+
+    Work: the held-out texts' sub-spans (``n(n+1)/2`` each for ``n`` words) and, per training example of ``m``
+    words, one lookup per span whose length is a held-out text's length (at most ``m`` per length).
+
+    Returns:
+        Sorted training-file indices, disjoint from ``held``.
+
+    Raises:
+        ConfigError: an unknown task or split. DataError: missing data files.
+    """
+    spec = tasks.get_task(task)
+    examples = _train_examples(spec, data, squad_split)
+    held_set = set(held)
+    if spec.kind == "qa":
+        contexts = {examples[i].context for i in held_set}
+        return [i for i, e in enumerate(examples) if i not in held_set and e.context in contexts]
+    held_texts = {_text(examples[i]) for i in held_set}
+    inside: set[str] = set()  # every contiguous run of words of a held-out text
+    for t in held_texts:
+        w = t.split()
+        inside.update(" ".join(w[a:b]) for a in range(len(w)) for b in range(a + 1, len(w) + 1))
+    lengths = sorted({len(t.split()) for t in held_texts})
+    related = []
+    for i, e in enumerate(examples):
+        if i in held_set:
+            continue
+        text = _text(e)
+        if text in inside:
+            related.append(i)
+            continue
+        w = text.split()
+        if any(" ".join(w[a : a + n]) in held_texts for n in lengths if n <= len(w) for a in range(len(w) - n + 1)):
+            related.append(i)
+    return related
 
 
 def search_split_indices(

@@ -26,7 +26,7 @@ from slimformer.errors import ConfigError
 from slimformer.evaluate import check_model_for_task, evaluate_predictor, torch_predictor
 from slimformer.io import atomic_write_json
 from slimformer.models import LoadedModel, ModelMeta, SlimModel
-from slimformer.stages._holdout import held_out_indices
+from slimformer.stages._holdout import held_out_context, held_out_indices
 from slimformer.stages.base import STAGES, PlanState, RunContext, quantized_stages
 from slimformer.tasks import get_task
 from slimformer.tasks.data import TaskData, load_eval_set, load_train_features
@@ -101,7 +101,8 @@ class KDRun:
 
     ``epoch``: epochs trained (``TrainerState.epoch``); ``curve``: the dev metrics after each epoch but the last
     (learning-curve points, :mod:`slimformer.train.curves`; empty with ``eval_each_epoch`` off); ``held_out``: the
-    training-file indices a config with ``hold_out`` left out (:mod:`slimformer.stages._holdout`).
+    training-file indices a config with ``hold_out`` left out (:mod:`slimformer.stages._holdout`);
+    ``held_out_context``: the record of the examples its ``hold_out_context`` left out beside them.
     """
 
     train_examples: int
@@ -111,6 +112,7 @@ class KDRun:
     epoch: float = 0.0
     curve: list[dict[str, Any]] = field(default_factory=list)
     held_out: list[int] | None = None  # training-file indices left out for the search (``hold_out``), else None
+    held_out_context: dict[str, Any] | None = None  # count and digest of what ``hold_out_context`` left out too
 
     def learning_curve(self, metrics: dict[str, float]) -> list[dict[str, Any]]:
         """The whole learning curve: :attr:`curve`, then ``metrics`` (the final evaluation) at the last step."""
@@ -213,6 +215,7 @@ def train_student(
     data = resolve_data_path(config.data, data_root)
     options = _task_options(teacher_meta)
     held_out = held_out_indices(config, config.task, data, teacher_meta.applied, squad_split=options["squad_split"])
+    context, context_record = held_out_context(config, config.task, data, held_out, squad_split=options["squad_split"])
     train = load_train_features(
         config.task,
         data,
@@ -220,7 +223,7 @@ def train_student(
         max_seq_length=msl,
         max_examples=config.max_train_examples,
         seed=config.seed,
-        exclude=held_out,
+        exclude=None if held_out is None else sorted({*held_out, *context}),
         **options,
     )
     args = training_arguments(config, work_dir, checkpoints=True)
@@ -249,6 +252,7 @@ def train_student(
         epoch,
         curve.points,
         held_out,
+        context_record,
     )
 
 

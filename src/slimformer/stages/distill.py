@@ -128,6 +128,7 @@ def _finish(
         "steps": run.steps,
         "train_loss": run.train_loss,
         **({"held_out": run.held_out} if run.held_out is not None else {}),  # the search split (search_split.py)
+        **({"held_out_context": run.held_out_context} if run.held_out_context is not None else {}),
     }
     save_student(student, tok, out, loaded.meta, config, record, metrics, run)
     return {

@@ -33,7 +33,7 @@ from slimformer.length.config import LengthConfig, save_length_config
 from slimformer.length.evaluate import evaluate_config
 from slimformer.length.lengthdrop import default_layer_drop_prob
 from slimformer.models import HeadKind
-from slimformer.stages._holdout import HoldOutOptions, held_out_indices
+from slimformer.stages._holdout import HoldOutOptions, held_out_context, held_out_indices
 from slimformer.stages._kd import load_teacher
 from slimformer.stages.base import PlanState, RunContext, register_stage
 from slimformer.tasks import get_task
@@ -149,8 +149,12 @@ def train_length_adaptive(
     msl = config.max_seq_length or meta.max_seq_length or spec.max_seq_length
     common = dict(max_seq_length=msl, squad_split=config.squad_split, doc_stride=config.doc_stride)
     held_out = held_out_indices(config, spec.name, data, meta.applied, squad_split=config.squad_split)
+    context, context_record = held_out_context(config, spec.name, data, held_out, squad_split=config.squad_split)
+    exclude = None if held_out is None else sorted({*held_out, *context})
+    held = {"held_out": held_out, "held_out_context": context_record}  # the search split (search_split.py)
+    held = {k: v for k, v in held.items() if v is not None}
     train = load_train_features(
-        spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, exclude=held_out, **common
+        spec.name, data, tok, max_examples=config.max_train_examples, seed=config.seed, exclude=exclude, **common
     )
     dev = load_eval_set(spec.name, data, tok, max_examples=config.max_eval_examples, **common)
     ckpt = checkpoint_dir(out)
@@ -181,9 +185,7 @@ def train_length_adaptive(
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     # several processes: equal weights on every rank now; the main process evaluates and writes (slimformer.dist)
     return dist.on_main(
-        lambda: _finish(
-            model, tok, config, meta, layer_drop, msl, train, held_out, dev, out, ckpt, result, score, curve
-        )
+        lambda: _finish(model, tok, config, meta, layer_drop, msl, train, held, dev, out, ckpt, result, score, curve)
     )
 
 
@@ -204,7 +206,7 @@ def _finish(
     layer_drop: float,
     msl: int,
     train: Any,
-    held_out: list[int] | None,
+    held: dict[str, Any],
     dev: Any,
     out: Path,
     ckpt: Path,
@@ -225,7 +227,7 @@ def _finish(
             "layer_drop_prob_by_depth": config.layer_drop_prob is None,
             "sub_models": {"form": "ratios", "seq_len": msl},  # the grid of the sub-models' genes
             "train_examples": len(train.examples),
-            **({"held_out": held_out} if held_out is not None else {}),  # the search split (search_split.py)
+            **held,  # held_out: the search split (search_split.py); held_out_context: what else was left out
         }
     )
     meta.max_seq_length = msl
