@@ -6,12 +6,12 @@
 SST-2's training file holds the parse-tree phrases of its review sentences: a phrase drawn for the search split
 (``length: {hold_out: N}`` keeps it out of training) still has its parent sentence and sibling phrases, labelled,
 among the examples the student trained on. This replays the run's split (``split_indices`` of
-``lengthdrop_vs_truncation.py``) and the examples its training stages saw (``seen_by_training``), and sorts the split
-into examples that occur, word for word, *inside* a seen training example (a contiguous run of its words, or the same
-text) and the rest. The run's searched model is scored (PyTorch fp32) at full length and at the search's pick on
-each part and on dev: the loss of the pick (points, full length minus pick) on each part says which part, if any,
-judges a configuration as dev does. The 95% intervals are percentile bootstraps of the paired loss
-(:func:`slimformer.bench.stats.paired_bootstrap_ci`).
+``lengthdrop_vs_truncation.py``) and the examples its training stages saw (:func:`student_seen`: a stage's
+``hold_out_context`` examples are not seen), and sorts the split into examples that occur, word for word, *inside* a
+seen training example (a contiguous run of its words, or the same text) and the rest. The run's searched model is
+scored (PyTorch fp32) at full length and at the search's pick on each part and on dev: the loss of the pick (points,
+full length minus pick) on each part says which part, if any, judges a configuration as dev does. The 95% intervals
+are percentile bootstraps of the paired loss (:func:`slimformer.bench.stats.paired_bootstrap_ci`).
 
 Writes ``benchmarks/results/<name>.json`` (rows: the parts and dev), rendered by ``benchmarks/update_readme.py``.
 """
@@ -56,6 +56,25 @@ def inside_seen(split_texts: Sequence[str], seen_texts: Iterable[str]) -> np.nda
     return np.array([" ".join(t.split()) in spans for t in split_texts], dtype=bool)
 
 
+def student_seen(records: Sequence[dict], num_examples: int, task: str, data: Path) -> set[int]:
+    """Training-file indices the model's capped or holding-out stages trained on (uncapped stages, such as the
+    teacher's fine-tuning, are left out: the question is what the *student* read).
+
+    A stage with ``held_out_context`` (``hold_out_context``) did not train on those examples either: they are
+    replayed (:func:`slimformer.length.search_split.context_indices`) and taken out of that stage's examples.
+    """
+    from slimformer.length.search_split import context_indices, seen_by_training
+    from slimformer.stages import training_stages
+
+    seen: set[int] = set()
+    for rec in records:
+        stage, _ = seen_by_training(num_examples, [rec], training_stages=training_stages())
+        if rec.get("held_out_context") and rec.get("held_out"):
+            stage -= set(context_indices(task, data, rec["held_out"]))
+        seen |= stage
+    return seen
+
+
 def main(argv: list[str] | None = None) -> int:
     """Sort the split, score the parts, write the results file; returns the exit status (0).
 
@@ -81,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.errors import ConfigError
     from slimformer.io import atomic_write_json
     from slimformer.length.evaluate import evaluate_config_scores
-    from slimformer.length.search_split import seen_by_training
     from slimformer.length.selection import gene_config
-    from slimformer.stages import training_stages
     from slimformer.tasks.data import TaskData, load_eval_set
 
     torch.set_num_threads(args.threads)
@@ -96,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     idx = split_indices(run, args.data_root)
     loaded = load_model(run.model_dir)
     model, tok, meta = loaded.model.eval(), loaded.tokenizer, loaded.meta
-    seen, _ = seen_by_training(len(train), meta.applied, training_stages=training_stages())
-    seen -= set(idx)  # a stage on the whole file saw the split too: only *other* examples can contain it
+    seen = student_seen(meta.applied, len(train), spec.name, data) - set(idx)  # only *other* examples contain it
 
     def text(e: tasks.Example) -> str:
         return e.text_a + (" " + e.text_b if e.text_b else "")

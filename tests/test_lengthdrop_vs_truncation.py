@@ -362,3 +362,22 @@ def test_search_split_overlap_scores_the_parts_of_the_split_and_dev(twin_runs, t
     for r in saved["rows"]:
         assert abs(r["loss_points"] - 100 * (r["full_metric"] - r["metric_value"])) < 0.02
     assert saved["pick"] == list(lvt.SearchedRun.load(ld).front["selected"]["length_config"])
+
+
+def test_search_split_overlap_counts_what_each_student_stage_read(tmp_path: Path) -> None:
+    """A capped stage read its sample, a holding-out stage everything but the split, minus its context when it
+    left that out too; an uncapped stage (the teacher's fine-tuning) is not the student's reading."""
+    import search_split_overlap as sso
+
+    from conftest import write_sst2
+
+    rows = ["the movie was good fun\t1", "movie was good\t1", "was good\t1", "great fun\t1", "very dull\t0"]
+    data = write_sst2(tmp_path, rows)
+    length = {"stage": "length", "seed": 1, "held_out": [0]}
+    finetune = {"stage": "finetune", "seed": 42, "max_train_examples": None}
+    assert sso.student_seen([finetune, length], 5, "sst2", data) == {1, 2, 3, 4}
+    ctx = {**length, "held_out_context": {"examples": 2, "sha256": "x"}}
+    assert sso.student_seen([finetune, ctx], 5, "sst2", data) == {3, 4}
+    distill = {"stage": "distill", "seed": 3, "max_train_examples": 2}
+    sample = sso.student_seen([distill], 5, "sst2", data)
+    assert len(sample) == 2 and sso.student_seen([distill, ctx], 5, "sst2", data) == sample | {3, 4}
