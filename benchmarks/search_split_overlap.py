@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimformer.errors import ConfigError
     from slimformer.io import atomic_write_json
     from slimformer.length.evaluate import evaluate_config_scores
+    from slimformer.length.search_split import example_text
     from slimformer.length.selection import gene_config
     from slimformer.tasks.data import TaskData, load_eval_set
 
@@ -115,11 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, meta = loaded.model.eval(), loaded.tokenizer, loaded.meta
     seen = student_seen(meta.applied, len(train), spec.name, data) - set(idx)  # only *other* examples contain it
 
-    def text(e: tasks.Example) -> str:
-        return e.text_a + (" " + e.text_b if e.text_b else "")
-
     chosen = [train[i] for i in idx]
-    inside = inside_seen([text(e) for e in chosen], (text(train[i]) for i in sorted(seen)))
+    inside = inside_seen([example_text(e) for e in chosen], (example_text(train[i]) for i in sorted(seen)))
     msl = meta.max_seq_length or spec.max_seq_length
     feats = tasks.encode_glue(chosen, spec, tok, msl)
     split_data = TaskData(spec, feats, chosen, "search")

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_MIN_WORDS",
     "SearchSplit",
     "example_words",
+    "example_text",
     "indices_digest",
     "context_indices",
     "seen_by_training",
@@ -162,7 +163,8 @@ def _train_examples(spec: Any, data: Path, squad_split: str) -> list[Any]:
     return _qa_examples(spec, data, "train", squad_split) if spec.kind == "qa" else tasks.read_glue(spec, data, "train")
 
 
-def _text(example: Any) -> str:
+def example_text(example: Any) -> str:
+    """A GLUE example's input text as whitespace-normalized words: ``text_a``, then ``text_b`` when it has one."""
     return " ".join((example.text_a + " " + (example.text_b or "")).split())
 
 
@@ -191,7 +193,7 @@ def context_indices(
     if spec.kind == "qa":
         contexts = {examples[i].context for i in held_set}
         return [i for i, e in enumerate(examples) if i not in held_set and e.context in contexts]
-    held_texts = {_text(examples[i]) for i in held_set}
+    held_texts = {example_text(examples[i]) for i in held_set}
     inside: set[str] = set()  # every contiguous run of words of a held-out text
     for t in held_texts:
         w = t.split()
@@ -201,7 +203,7 @@ def context_indices(
     for i, e in enumerate(examples):
         if i in held_set:
             continue
-        text = _text(e)
+        text = example_text(e)
         if text in inside:
             related.append(i)
             continue
